@@ -1,0 +1,159 @@
+//! Stable error codes. Every refusal Citadel makes, on the gateway or the
+//! admin API, carries one of these codes in its JSON body; scripts and
+//! dashboards match on the code, never on the message.
+
+use serde::Serialize;
+
+/// A stable, machine-readable reason for a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Missing, malformed, unknown, expired or revoked credentials (no hint which).
+    InvalidCredentials,
+    /// The policy denied the request.
+    Forbidden,
+    /// The request named a model no upstream serves.
+    UnknownModel,
+    /// No route matches the path.
+    RouteNotFound,
+    /// The resource addressed on the admin API does not exist.
+    NotFound,
+    /// The body is not valid JSON, or lacks a required field.
+    InvalidJson,
+    /// A parameter is invalid.
+    InvalidRequest,
+    /// The resource already exists.
+    Conflict,
+    /// The request headers exceed the configured limit.
+    HeadersTooLarge,
+    /// The request body exceeds the configured limit.
+    PayloadTooLarge,
+    /// The client was too slow to send its request.
+    RequestTimeout,
+    /// A rate limit was reached; see `Retry-After`.
+    RateLimited,
+    /// The upstream could not be reached or answered badly.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// Security events cannot be recorded, so the request is refused.
+    AuditUnavailable,
+    /// The gateway is at its connection or load limit.
+    Overloaded,
+    /// The method is not allowed on this path.
+    MethodNotAllowed,
+    /// An unexpected internal error; details are in the server log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden => "forbidden",
+            Self::UnknownModel => "unknown_model",
+            Self::RouteNotFound => "route_not_found",
+            Self::NotFound => "not_found",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidRequest => "invalid_request",
+            Self::Conflict => "conflict",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::RateLimited => "rate_limited",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::Overloaded => "overloaded",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status that carries this code.
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::InvalidCredentials => S::UNAUTHORIZED,
+            Self::Forbidden => S::FORBIDDEN,
+            Self::UnknownModel | Self::RouteNotFound | Self::NotFound => S::NOT_FOUND,
+            Self::InvalidJson | Self::InvalidRequest => S::BAD_REQUEST,
+            Self::Conflict => S::CONFLICT,
+            Self::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => S::REQUEST_TIMEOUT,
+            Self::RateLimited => S::TOO_MANY_REQUESTS,
+            Self::UpstreamUnavailable => S::BAD_GATEWAY,
+            Self::UpstreamTimeout => S::GATEWAY_TIMEOUT,
+            Self::AuditUnavailable | Self::Overloaded => S::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
+            Self::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal with its stable code and a message safe to show the client
+/// (it never contains a secret or the policy that decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation that says what to do next.
+    pub message: String,
+    /// Seconds after which a retry may succeed (rate limits).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// A refusal with a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The JSON body, shaped like OpenAI's error object so that SDKs show it:
+    /// `{"error": {"code": "...", "message": "...", "type": "citadel_error"}}`.
+    pub fn body(&self, request_id: Option<&str>) -> Vec<u8> {
+        let mut error = serde_json::json!({
+            "code": self.code.as_str(),
+            "message": self.message,
+            "type": "citadel_error",
+        });
+        if let Some(id) = request_id {
+            error["request_id"] = serde_json::Value::String(id.to_owned());
+        }
+        serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_carries_code_and_request_id() {
+        let e = ApiError::new(ErrorCode::UnknownModel, "no such model");
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Some("r1"))).unwrap();
+        assert_eq!(v["error"]["code"], "unknown_model");
+        assert_eq!(v["error"]["request_id"], "r1");
+        assert_eq!(e.code.status(), 404);
+    }
+}

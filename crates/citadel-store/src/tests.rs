@@ -1,0 +1,205 @@
+//! The storage suite: every test runs on SQLite and, when `CITADEL_TEST_PG`
+//! is set, on PostgreSQL, so both backends are held to the same behaviour.
+
+use citadel_core::{EventClass, Outcome, SecurityEvent};
+
+use crate::test_util::on_both_backends;
+use crate::{ApiKeyRecord, EventQuery, RoleRecord, Store, StoreError, UserRecord};
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        id: format!("u-{name}"),
+        name: name.into(),
+        roles: vec!["developer".into()],
+        disabled: false,
+        created_at: 1,
+    }
+}
+
+fn key(id: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        name: "ci".into(),
+        owner_kind: "service_account".into(),
+        owner_id: format!("sa-{id}"),
+        owner_name: "ci".into(),
+        roles: vec!["service".into()],
+        hash: "00ff".into(),
+        created_at: 5,
+        expires_at: Some(99),
+        revoked_at: None,
+        last_used_at: None,
+        rpm: Some(60),
+        tpm: None,
+    }
+}
+
+async fn users_and_roles(s: &Store) {
+    let v0 = s.enforcement_version().await.unwrap();
+    s.create_user(&user("alice")).await.unwrap();
+    assert!(s.enforcement_version().await.unwrap() > v0);
+    assert!(matches!(
+        s.create_user(&user("alice")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = s.find_user("alice").await.unwrap();
+    assert_eq!(found, user("alice"));
+    assert_eq!(s.find_user("u-alice").await.unwrap().name, "alice");
+    let disabled = s.set_user_disabled("alice", true).await.unwrap();
+    assert!(disabled.disabled);
+    assert!(s.find_user("alice").await.unwrap().disabled);
+    assert!(matches!(
+        s.find_user("bob").await,
+        Err(StoreError::NotFound(_))
+    ));
+    let role = RoleRecord {
+        name: "analyst".into(),
+        description: "reads".into(),
+        builtin: false,
+        created_at: 3,
+    };
+    s.create_role(&role).await.unwrap();
+    assert!(matches!(s.create_role(&role).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.list_roles().await.unwrap(), vec![role]);
+}
+
+async fn api_keys(s: &Store) {
+    s.insert_api_key(&key("k1")).await.unwrap();
+    assert_eq!(s.get_api_key("k1").await.unwrap(), key("k1"));
+    let v = s.enforcement_version().await.unwrap();
+    let revoked = s.revoke_api_key("k1", 50).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(50));
+    assert!(s.enforcement_version().await.unwrap() > v);
+    // A second revocation keeps the first time.
+    assert_eq!(s.revoke_api_key("k1", 70).await.unwrap().revoked_at, Some(50));
+    assert!(matches!(
+        s.revoke_api_key("nope", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.touch_api_keys(&[("k1".into(), 40)]).await.unwrap();
+    s.touch_api_keys(&[("k1".into(), 30)]).await.unwrap();
+    assert_eq!(s.get_api_key("k1").await.unwrap().last_used_at, Some(40));
+    assert_eq!(s.list_api_keys().await.unwrap().len(), 1);
+}
+
+fn event(principal: &str, outcome: Outcome) -> SecurityEvent {
+    SecurityEvent::builder(EventClass::ApiActivity, 1, "Create", outcome)
+        .actor_named(principal, principal, "user")
+        .request_id("req")
+        .build()
+}
+
+async fn events_append_query_and_page(s: &Store) {
+    let batch: Vec<_> = (0..600)
+        .map(|i| event(if i % 2 == 0 { "a" } else { "b" }, Outcome::Success))
+        .chain(std::iter::once(event("a", Outcome::Failure)))
+        .collect();
+    s.append_events(&batch).await.unwrap();
+    assert_eq!(s.count_events().await.unwrap(), 601);
+
+    let (failures, cursor) = s
+        .query_events(&EventQuery {
+            outcome: Some(Outcome::Failure),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0], batch[600]);
+    assert!(cursor.is_none());
+
+    // Page through principal b's 300 events, 128 at a time, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, cursor) = s
+            .query_events(&EventQuery {
+                principal: Some("b".into()),
+                class: Some(EventClass::ApiActivity),
+                after_seq: after,
+                limit: Some(128),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page);
+        match cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<_> = batch.iter().filter(|e| e.principal.as_deref() == Some("b")).cloned().collect();
+    assert_eq!(seen, expected);
+
+    let (none, _) = s
+        .query_events(&EventQuery {
+            since: Some(citadel_core::clock::now_ms() + 60_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+async fn events_are_append_only(s: &Store) {
+    s.append_events(&[event("a", Outcome::Success)]).await.unwrap();
+    let update = sqlx::query("UPDATE events SET outcome = 'failure'")
+        .execute(s.pool())
+        .await;
+    assert!(update.is_err(), "an event row could be updated");
+    let delete = sqlx::query("DELETE FROM events").execute(s.pool()).await;
+    assert!(delete.is_err(), "an event row could be deleted");
+    assert_eq!(s.count_events().await.unwrap(), 1);
+}
+
+async fn duplicate_event_batch_is_all_or_nothing(s: &Store) {
+    let e = event("a", Outcome::Success);
+    s.append_events(std::slice::from_ref(&e)).await.unwrap();
+    let fresh = event("a", Outcome::Success);
+    assert!(s.append_events(&[fresh, e]).await.is_err());
+    assert_eq!(s.count_events().await.unwrap(), 1);
+}
+
+async fn reopening_keeps_schema(s: &Store) {
+    crate::migrate::run(s).await.unwrap();
+    crate::migrate::run(s).await.unwrap();
+    assert_eq!(s.count_events().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn users_and_roles_on_both_backends() {
+    on_both_backends!(users_and_roles);
+}
+
+#[tokio::test]
+async fn api_keys_on_both_backends() {
+    on_both_backends!(api_keys);
+}
+
+#[tokio::test]
+async fn events_on_both_backends() {
+    on_both_backends!(events_append_query_and_page);
+}
+
+#[tokio::test]
+async fn append_only_on_both_backends() {
+    on_both_backends!(events_are_append_only);
+}
+
+#[tokio::test]
+async fn group_commit_is_atomic_on_both_backends() {
+    on_both_backends!(duplicate_event_batch_is_all_or_nothing);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_on_both_backends() {
+    on_both_backends!(reopening_keeps_schema);
+}
+
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    assert!(matches!(
+        Store::open("mysql://u:secret@h/db").await,
+        Err(StoreError::UnsupportedUrl(u)) if !u.contains("secret")
+    ));
+}

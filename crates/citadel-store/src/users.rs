@@ -1,0 +1,134 @@
+//! Users and roles.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{bump_enforcement_version, json_list, map_unique, Result, Store, StoreError};
+
+/// A person known to Citadel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    /// Stable id.
+    pub id: String,
+    /// Unique login name.
+    pub name: String,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// A disabled user's credentials stop working on the next request.
+    pub disabled: bool,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// A role (a Cedar group principals belong to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleRecord {
+    /// Unique name.
+    pub name: String,
+    /// What the role is for.
+    pub description: String,
+    /// Built-in roles cannot be deleted.
+    pub builtin: bool,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        roles: json_list(&row.try_get::<String, _>("roles")?)?,
+        disabled: row.try_get::<i64, _>("disabled")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Creates a user; `Conflict` if the name is taken.
+    pub async fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, name, roles, disabled, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&user.id)
+        .bind(&user.name)
+        .bind(serde_json::to_string(&user.roles).unwrap_or_default())
+        .bind(user.disabled as i64)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, &format!("user {}", user.name)))?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// All users, by name.
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT id, name, roles, disabled, created_at FROM users ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// One user by name or id.
+    pub async fn find_user(&self, name_or_id: &str) -> Result<UserRecord> {
+        let row = sqlx::query(
+            "SELECT id, name, roles, disabled, created_at FROM users WHERE name = $1 OR id = $1",
+        )
+        .bind(name_or_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user {name_or_id}")))?;
+        user_from_row(&row)
+    }
+
+    /// Disables or re-enables a user.
+    pub async fn set_user_disabled(&self, name_or_id: &str, disabled: bool) -> Result<UserRecord> {
+        let user = self.find_user(name_or_id).await?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+            .bind(disabled as i64)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(UserRecord { disabled, ..user })
+    }
+
+    /// Creates a role; `Conflict` if it exists.
+    pub async fn create_role(&self, role: &RoleRecord) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO roles (name, description, builtin, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&role.name)
+        .bind(&role.description)
+        .bind(role.builtin as i64)
+        .bind(role.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, &format!("role {}", role.name)))?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// All roles, by name.
+    pub async fn list_roles(&self) -> Result<Vec<RoleRecord>> {
+        let rows = sqlx::query("SELECT name, description, builtin, created_at FROM roles ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RoleRecord {
+                    name: row.try_get("name")?,
+                    description: row.try_get("description")?,
+                    builtin: row.try_get::<i64, _>("builtin")? != 0,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}
