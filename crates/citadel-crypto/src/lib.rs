@@ -1,1 +1,55 @@
-//! placeholder
+//! Citadel's key material: secret files kept at mode 0600, the internal
+//! certificate authority that issues the listeners' server certificates,
+//! and the rustls configurations built from them (TLS 1.3 only by default).
+//!
+//! Non-features: no cryptographic primitive is implemented here; signing,
+//! hashing and TLS come from rcgen, ring and rustls. Envelope encryption and
+//! key rotation arrive with the data-protection work.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod ca;
+mod secret_file;
+mod tls;
+
+pub use ca::{InternalCa, IssuedCert};
+pub use secret_file::{load_or_create_secret, write_private_file};
+pub use tls::{client_config, server_config, ClientTlsOptions};
+
+/// Errors from key and certificate handling.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// Reading or writing a key file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A key file is readable by others than its owner.
+    #[error("{path}: permissions {mode:o} are too open; run `chmod 600 {path}`")]
+    LoosePermissions {
+        /// The file.
+        path: String,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// A key or certificate file could not be parsed.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, CryptoError>;

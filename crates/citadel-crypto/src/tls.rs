@@ -1,0 +1,113 @@
+//! rustls configurations. Servers speak TLS 1.3 only and offer HTTP/2 and
+//! HTTP/1.1 by ALPN; clients (to upstreams) trust either a pinned CA or the
+//! public web roots, and may present a client certificate for mTLS.
+
+use std::sync::Arc;
+
+use rustls::crypto::ring::default_provider;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{CryptoError, Result};
+
+fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| CryptoError::Invalid {
+            path: what.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CryptoError::Invalid {
+            path: what.to_owned(),
+            reason: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| CryptoError::Invalid {
+        path: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A TLS server configuration from a PEM chain and key: TLS 1.3 only,
+/// ALPN `h2` then `http/1.1`.
+pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            certs(chain_pem, "server certificate")?,
+            private_key(key_pem, "server key")?,
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How Citadel verifies an upstream and proves itself to it.
+#[derive(Default, Clone)]
+pub struct ClientTlsOptions {
+    /// Trust only this CA (PEM) instead of the public web roots: pinning.
+    pub ca_pem: Option<String>,
+    /// Client certificate chain (PEM) for mTLS.
+    pub client_chain_pem: Option<String>,
+    /// Client key (PEM) for mTLS.
+    pub client_key_pem: Option<zeroize::Zeroizing<String>>,
+}
+
+/// A TLS client configuration for talking to an upstream (TLS 1.3 and 1.2).
+pub fn client_config(options: &ClientTlsOptions) -> Result<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    match &options.ca_pem {
+        Some(pem) => {
+            for cert in certs(pem, "upstream CA")? {
+                roots.add(cert)?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match (&options.client_chain_pem, &options.client_key_pem) {
+        (Some(chain), Some(key)) => builder.with_client_auth_cert(
+            certs(chain, "upstream client certificate")?,
+            private_key(key, "upstream client key")?,
+        )?,
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Verifies that `chain_pem` is valid for `name` under the CA `ca_pem`.
+#[cfg(test)]
+pub(crate) fn verify_server_chain(ca_pem: &str, chain_pem: &str, name: &str) -> Result<()> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls_pki_types::{ServerName, UnixTime};
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca_pem, "ca")? {
+        roots.add(c)?;
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(default_provider()),
+    )
+    .build()
+    .map_err(|e| CryptoError::Invalid {
+        path: "verifier".into(),
+        reason: e.to_string(),
+    })?;
+    let chain = certs(chain_pem, "chain")?;
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| CryptoError::Invalid {
+        path: name.into(),
+        reason: e.to_string(),
+    })?;
+    verifier.verify_server_cert(&chain[0], &chain[1..], &server_name, &[], UnixTime::now())?;
+    Ok(())
+}
