@@ -1,1 +1,49 @@
-//! placeholder
+//! Authorization with Cedar: Citadel's schema, the policy files users edit,
+//! and the decision for each request.
+//!
+//! Policies are data: `*.cedar` files in the policy directory, validated
+//! against [`SCHEMA`] at load. A reload that fails validation is refused
+//! with `file:line:column: reason` for each problem, and the set in force
+//! stays in force. Anything no policy permits is denied.
+//!
+//! Non-features: no policy storage in the database (files are the source of
+//! truth, reviewed like code), no rate limits or risk scores (other rooms feed
+//! those in as context).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod engine;
+mod load;
+
+pub use engine::{Action, Decision, PolicyEngine, RequestFacts, Resource, UpstreamFacts};
+pub use load::{load_policies, LoadedPolicies, PolicyProblem, PolicyProblems};
+
+/// Citadel's Cedar schema (`policies/citadel.cedarschema` in the repository).
+pub const SCHEMA: &str = include_str!("../../../policies/citadel.cedarschema");
+
+/// The default policy files, written into a new data directory's policy
+/// folder: `(file name, contents)`.
+pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
+    ("admin.cedar", include_str!("../../../policies/admin.cedar")),
+    ("gateway.cedar", include_str!("../../../policies/gateway.cedar")),
+];
+
+/// The admin operations, each a Cedar action in `admin_read` or `admin_write`.
+pub const ADMIN_OPERATIONS: &[&str] = &[
+    "users.list",
+    "roles.list",
+    "keys.list",
+    "upstreams.list",
+    "policies.read",
+    "events.read",
+    "metrics.read",
+    "users.create",
+    "users.disable",
+    "roles.create",
+    "keys.create",
+    "keys.revoke",
+    "policies.validate",
+];
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+//! The decision point: one Cedar evaluation per question, against the policy
+//! set in force, which a reload swaps atomically (in-flight decisions finish
+//! on the set they started with).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Request, RestrictedExpression, Schema,
+};
+use citadel_core::{Principal, PrincipalKind};
+use parking_lot::Mutex;
+
+use crate::load::{load_policies, policy_files, LoadedPolicies, PolicyProblems};
+
+/// What the principal wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Call a model through an OpenAI-compatible route.
+    InvokeModel,
+    /// Call an `http` upstream's route.
+    CallRoute,
+    /// An admin API operation (one of [`crate::ADMIN_OPERATIONS`]).
+    Admin(&'static str),
+}
+
+impl Action {
+    fn cedar_id(self) -> &'static str {
+        match self {
+            Self::InvokeModel => "invoke_model",
+            Self::CallRoute => "call_route",
+            Self::Admin(op) => op,
+        }
+    }
+}
+
+/// What Cedar knows of an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamFacts {
+    /// Upstream name.
+    pub name: String,
+    /// `openai` or `http`.
+    pub kind: String,
+    /// `on_prem` or `external`.
+    pub placement: String,
+}
+
+/// What the action is done on.
+#[derive(Debug, Clone)]
+pub enum Resource<'a> {
+    /// A model and the upstream that would serve it.
+    Model {
+        /// Model name.
+        name: &'a str,
+        /// Serving upstream.
+        upstream: &'a UpstreamFacts,
+    },
+    /// A route prefix of an `http` upstream.
+    Route {
+        /// The prefix.
+        prefix: &'a str,
+        /// Its upstream.
+        upstream: &'a UpstreamFacts,
+    },
+    /// An area of the admin API (`keys`, `users`, …).
+    AdminApi(&'a str),
+}
+
+/// Facts about the request, passed to Cedar as context.
+#[derive(Debug, Clone)]
+pub struct RequestFacts<'a> {
+    /// Client address.
+    pub source_ip: IpAddr,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path.
+    pub path: &'a str,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allowed or not.
+    pub allowed: bool,
+    /// The policies that decided: the permits that allowed, or the forbids
+    /// that denied; `default-deny` when nothing permitted.
+    pub policies: Vec<String>,
+    /// Evaluation errors (a policy that errors does not permit).
+    pub errors: Vec<String>,
+}
+
+struct Active {
+    loaded: LoadedPolicies,
+    fingerprint: Vec<(PathBuf, SystemTime, u64)>,
+}
+
+/// Holds the policy set in force and answers authorization questions.
+pub struct PolicyEngine {
+    dir: PathBuf,
+    schema: Schema,
+    authorizer: Authorizer,
+    /// Each action's entity and its groups' entities, from the schema, so
+    /// that `action in Citadel::Action::"admin_read"` holds.
+    action_entities: HashMap<String, Vec<Entity>>,
+    active: ArcSwap<Active>,
+    reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+    policy_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+fn uid(type_name: &str, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(
+        EntityTypeName::from_str(type_name).expect("type names are literals in this file"),
+        EntityId::new(id),
+    )
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+/// Parses [`crate::SCHEMA`].
+pub(crate) fn citadel_schema() -> Schema {
+    Schema::from_cedarschema_str(crate::SCHEMA)
+        .expect("the built-in schema is valid (tested)")
+        .0
+}
+
+impl PolicyEngine {
+    /// Loads and validates the policies in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, PolicyProblems> {
+        let schema = citadel_schema();
+        let fp = fingerprint(dir);
+        let loaded = load_policies(dir, &schema)?;
+        let actions = schema
+            .action_entities()
+            .expect("the built-in schema's actions form entities (tested)");
+        let mut action_entities = HashMap::new();
+        for action in actions.iter() {
+            let mut with_groups = vec![action.clone()];
+            for group in actions.ancestors(&action.uid()).into_iter().flatten() {
+                with_groups.extend(actions.get(group).cloned());
+            }
+            action_entities.insert(action.uid().id().unescaped().to_owned(), with_groups);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            schema,
+            action_entities,
+            authorizer: Authorizer::new(),
+            active: ArcSwap::from_pointee(Active {
+                loaded,
+                fingerprint: fp,
+            }),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// The policy directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `(policy id, file)` of the set in force.
+    pub fn policy_origins(&self) -> Vec<(String, String)> {
+        self.active.load().loaded.origins.clone()
+    }
+
+    /// Validates the directory as it is now, without changing what is in force.
+    pub fn check(&self) -> Result<LoadedPolicies, PolicyProblems> {
+        load_policies(&self.dir, &self.schema)
+    }
+
+    /// Reloads the directory. On success the new set is in force for the
+    /// next decision; on failure the old set stays and the problems are returned.
+    pub fn reload(&self) -> Result<usize, PolicyProblems> {
+        let _one_at_a_time = self.reload_lock.lock();
+        let fp = fingerprint(&self.dir);
+        let loaded = load_policies(&self.dir, &self.schema)?;
+        let count = loaded.origins.len();
+        self.active.store(Arc::new(Active {
+            loaded,
+            fingerprint: fp,
+        }));
+        Ok(count)
+    }
+
+    /// Whether the files changed since the set in force was loaded.
+    pub fn changed_on_disk(&self) -> bool {
+        fingerprint(&self.dir) != self.active.load().fingerprint
+    }
+
+    /// Decides whether `principal` may do `action` on `resource`.
+    /// Deny by default; a request Cedar cannot even build is denied too.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        match self.evaluate(principal, action, resource, facts) {
+            Ok(d) => d,
+            Err(reason) => {
+                tracing::error!(%reason, "authorization request could not be built; denied");
+                Decision {
+                    allowed: false,
+                    policies: vec!["default-deny".into()],
+                    errors: vec![reason],
+                }
+            }
+        }
+    }
+
+    fn evaluate(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Decision, String> {
+        let mut entities = Vec::with_capacity(8);
+        let roles: HashSet<EntityUid> = principal
+            .roles
+            .iter()
+            .map(|r| uid("Citadel::Role", r))
+            .collect();
+        for r in &roles {
+            entities.push(Entity::with_uid(r.clone()));
+        }
+        let principal_type = match principal.kind {
+            PrincipalKind::User => "Citadel::User",
+            PrincipalKind::ServiceAccount => "Citadel::ServiceAccount",
+        };
+        let principal_uid = uid(principal_type, &principal.id);
+        entities.push(
+            Entity::new(
+                principal_uid.clone(),
+                HashMap::from([("name".to_owned(), string(&principal.name))]),
+                roles,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let upstream_entity = |u: &UpstreamFacts| {
+            Entity::new(
+                uid("Citadel::Upstream", &u.name),
+                HashMap::from([
+                    ("kind".to_owned(), string(&u.kind)),
+                    ("placement".to_owned(), string(&u.placement)),
+                ]),
+                HashSet::new(),
+            )
+        };
+        let resource_uid = match resource {
+            Resource::Model { name, upstream } => {
+                let id = uid("Citadel::Model", name);
+                entities.push(upstream_entity(upstream).map_err(|e| e.to_string())?);
+                entities.push(
+                    Entity::new(
+                        id.clone(),
+                        HashMap::from([("placement".to_owned(), string(&upstream.placement))]),
+                        HashSet::from([uid("Citadel::Upstream", &upstream.name)]),
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+                id
+            }
+            Resource::Route { prefix, upstream } => {
+                let id = uid("Citadel::Route", prefix);
+                entities.push(upstream_entity(upstream).map_err(|e| e.to_string())?);
+                entities.push(
+                    Entity::new(
+                        id.clone(),
+                        HashMap::from([("prefix".to_owned(), string(prefix))]),
+                        HashSet::from([uid("Citadel::Upstream", &upstream.name)]),
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+                id
+            }
+            Resource::AdminApi(area) => {
+                let id = uid("Citadel::AdminApi", area);
+                entities.push(Entity::with_uid(id.clone()));
+                id
+            }
+        };
+        let context = Context::from_pairs([
+            (
+                "source_ip".to_owned(),
+                RestrictedExpression::new_ip(facts.source_ip.to_string()),
+            ),
+            ("method".to_owned(), string(facts.method)),
+            ("path".to_owned(), string(facts.path)),
+        ])
+        .map_err(|e| e.to_string())?;
+        match self.action_entities.get(action.cedar_id()) {
+            Some(action_and_groups) => entities.extend(action_and_groups.iter().cloned()),
+            None => return Err(format!("unknown action {}", action.cedar_id())),
+        }
+        let request = Request::new(
+            principal_uid,
+            uid("Citadel::Action", action.cedar_id()),
+            resource_uid,
+            context,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let active = self.active.load();
+        let response = self
+            .authorizer
+            .is_authorized(&request, &active.loaded.set, &entities);
+        let allowed = response.decision() == CedarDecision::Allow;
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
+        if policies.is_empty() && !allowed {
+            policies.push("default-deny".into());
+        }
+        let errors = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        Ok(Decision {
+            allowed,
+            policies,
+            errors,
+        })
+    }
+}

@@ -1,0 +1,181 @@
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use citadel_core::{Principal, PrincipalKind};
+
+use crate::*;
+
+fn write_defaults(dir: &Path) {
+    for (name, text) in DEFAULT_POLICIES {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+fn who(roles: &[&str]) -> Principal {
+    Principal {
+        id: "sa-1".into(),
+        kind: PrincipalKind::ServiceAccount,
+        name: "ci".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        credential: "api_key:1".into(),
+    }
+}
+
+fn facts() -> RequestFacts<'static> {
+    RequestFacts {
+        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        method: "POST",
+        path: "/v1/chat/completions",
+    }
+}
+
+fn upstream(placement: &str) -> UpstreamFacts {
+    UpstreamFacts {
+        name: "local".into(),
+        kind: "openai".into(),
+        placement: placement.into(),
+    }
+}
+
+#[test]
+fn schema_and_default_policies_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    assert!(engine.policy_origins().iter().any(|(id, _)| id == "admin-all"));
+}
+
+#[test]
+fn default_policies_grant_by_role_and_deny_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let up = upstream("on_prem");
+    let model = Resource::Model { name: "llama", upstream: &up };
+    let d = engine.authorize(&who(&["developer"]), Action::InvokeModel, &model, &facts());
+    assert!(d.allowed);
+    assert_eq!(d.policies, vec!["developers-invoke-models"]);
+
+    let d = engine.authorize(&who(&["auditor"]), Action::InvokeModel, &model, &facts());
+    assert!(!d.allowed);
+    assert_eq!(d.policies, vec!["default-deny"]);
+
+    let keys = Resource::AdminApi("keys");
+    assert!(engine.authorize(&who(&["auditor"]), Action::Admin("keys.list"), &keys, &facts()).allowed);
+    assert!(!engine.authorize(&who(&["auditor"]), Action::Admin("keys.create"), &keys, &facts()).allowed);
+    assert!(engine.authorize(&who(&["operator"]), Action::Admin("keys.create"), &keys, &facts()).allowed);
+    let roles = Resource::AdminApi("roles");
+    assert!(!engine.authorize(&who(&["operator"]), Action::Admin("roles.create"), &roles, &facts()).allowed);
+    assert!(engine.authorize(&who(&["admin"]), Action::Admin("roles.create"), &roles, &facts()).allowed);
+    assert!(!engine.authorize(&who(&["developer"]), Action::Admin("keys.list"), &keys, &facts()).allowed);
+    assert!(!engine.authorize(&who(&[]), Action::InvokeModel, &model, &facts()).allowed);
+}
+
+#[test]
+fn every_admin_operation_is_in_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    for op in ADMIN_OPERATIONS {
+        let d = engine.authorize(&who(&["admin"]), Action::Admin(op), &Resource::AdminApi("x"), &facts());
+        assert!(d.allowed && d.errors.is_empty(), "{op}: {d:?}");
+    }
+}
+
+#[test]
+fn placement_conditions_and_forbid_work() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"
+@id("on-prem-only")
+permit (principal in Citadel::Role::"developer", action == Citadel::Action::"invoke_model", resource)
+when { resource.placement == "on_prem" };
+
+@id("no-lan")
+forbid (principal, action, resource) when { context.source_ip.isInRange(ip("10.0.0.0/8")) };
+"#,
+    )
+    .unwrap();
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let dev = who(&["developer"]);
+    let (on, ext) = (upstream("on_prem"), upstream("external"));
+    let on_prem = Resource::Model { name: "m", upstream: &on };
+    let external = Resource::Model { name: "m", upstream: &ext };
+    assert!(engine.authorize(&dev, Action::InvokeModel, &on_prem, &facts()).allowed);
+    assert!(!engine.authorize(&dev, Action::InvokeModel, &external, &facts()).allowed);
+    let lan = RequestFacts {
+        source_ip: "10.1.2.3".parse().unwrap(),
+        ..facts()
+    };
+    let d = engine.authorize(&dev, Action::InvokeModel, &on_prem, &lan);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, vec!["no-lan"]);
+}
+
+#[test]
+fn syntax_errors_report_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "// first line\npermit (principal, action, resource)\nwhen { principal.name == };\n",
+    )
+    .unwrap();
+    let problems = PolicyEngine::load(dir.path()).unwrap_err();
+    let p = &problems.0[0];
+    assert_eq!(p.file, "bad.cedar");
+    assert_eq!(p.line, 3, "{problems}");
+    assert!(p.column > 0);
+}
+
+#[test]
+fn schema_violations_report_the_policy_position() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    std::fs::write(
+        dir.path().join("typo.cedar"),
+        "\n\n@id(\"typo\")\npermit (principal in Citadel::Role::\"developer\", action == Citadel::Action::\"invoke_modle\", resource);\n",
+    )
+    .unwrap();
+    let problems = PolicyEngine::load(dir.path()).unwrap_err();
+    let text = problems.to_string();
+    assert!(text.starts_with("typo.cedar:4:"), "{text}");
+    assert!(text.contains("invoke_modle"), "{text}");
+}
+
+#[test]
+fn duplicate_ids_and_empty_dirs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(PolicyEngine::load(dir.path()).is_err());
+    std::fs::write(dir.path().join("a.cedar"), "@id(\"x\")\npermit (principal, action, resource);").unwrap();
+    std::fs::write(dir.path().join("b.cedar"), "\n@id(\"x\")\nforbid (principal, action, resource);").unwrap();
+    let problems = PolicyEngine::load(dir.path()).unwrap_err();
+    assert_eq!(problems.0[0].file, "b.cedar");
+    assert_eq!(problems.0[0].line, 2);
+}
+
+#[test]
+fn failed_reload_keeps_the_set_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let up = upstream("on_prem");
+    let model = Resource::Model { name: "m", upstream: &up };
+    let dev = who(&["developer"]);
+    assert!(engine.authorize(&dev, Action::InvokeModel, &model, &facts()).allowed);
+
+    std::fs::write(dir.path().join("gateway.cedar"), "permit (principal action resource);").unwrap();
+    assert!(engine.changed_on_disk());
+    assert!(engine.reload().is_err());
+    assert!(engine.authorize(&dev, Action::InvokeModel, &model, &facts()).allowed);
+
+    std::fs::write(
+        dir.path().join("gateway.cedar"),
+        "@id(\"nobody\")\nforbid (principal, action == Citadel::Action::\"invoke_model\", resource);",
+    )
+    .unwrap();
+    engine.reload().unwrap();
+    let d = engine.authorize(&dev, Action::InvokeModel, &model, &facts());
+    assert!(!d.allowed);
+    assert_eq!(d.policies, vec!["nobody"]);
+}
