@@ -203,3 +203,13 @@ pub mod testing {
         }
     }
 }
+
+impl Store {
+    /// Runs raw SQL. For tests that need to break the database on purpose
+    /// (e.g. make writes fail); not used by Citadel itself.
+    #[doc(hidden)]
+    pub async fn execute_raw_for_tests(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+}
