@@ -1,1 +1,54 @@
-//! placeholder
+//! The data plane: a tower `Service` stack in front of a streaming reverse
+//! proxy. Each security control is one `tower::Layer`, one file, in the
+//! order of `DESIGN.md` — cheap refusals first:
+//!
+//! | order | file | refuses with |
+//! |---|---|---|
+//! | — | `server.rs` | connection limit, TLS, header deadline |
+//! | 9 (outermost, so it sees every outcome) | `record.rs` | — |
+//! | 1 | `intake.rs` | 431, 413, 503 `audit_unavailable` |
+//! | 3 | `authenticate.rs` | 401 `invalid_credentials` |
+//! | — | `route.rs` | 400 `invalid_json`, 404 `unknown_model`, 408, 413 |
+//! | 5 | `authorize.rs` | 403 `forbidden` |
+//! | 5b | `ratelimit.rs` | 429 `rate_limited` |
+//! | 7 | `proxy.rs` | 502, 504 |
+//!
+//! Non-features (yet): shield (block lists), continuous verification,
+//! request and response inspection; each arrives as one more layer.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod authenticate;
+pub mod authorize;
+mod body;
+pub mod config;
+pub mod context;
+pub mod events;
+pub mod intake;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod record;
+pub mod route;
+pub mod server;
+pub mod stage;
+pub mod state;
+pub mod upstream;
+
+use std::sync::Arc;
+
+pub use body::{error_response, full, json_response, BoxError, GatewayBody, GatewayRequest, GatewayResponse};
+pub use state::{BuildError, GatewayState};
+
+/// The whole data-plane stack as one service.
+pub fn gateway_service(state: Arc<GatewayState>) -> server::ListenerService {
+    let stack = tower::ServiceBuilder::new()
+        .layer(record::layer(state.clone()))
+        .layer(intake::layer(state.clone()))
+        .layer(authenticate::layer(state.clone()))
+        .layer(route::layer(state.clone()))
+        .layer(authorize::layer(state.clone()))
+        .layer(ratelimit::layer(state.clone()))
+        .service(proxy::Proxy::new(state));
+    tower::util::BoxCloneService::new(stack)
+}

@@ -1,0 +1,100 @@
+//! Layer 5, authorize: may this principal do this to this resource, here
+//! and now? One Cedar decision per request against the policy set in force
+//! (a reload swaps it atomically, so each request is judged by one
+//! consistent set). The decision event, naming the policies that decided, is
+//! made durable before the request goes on (or the 403 is released); the
+//! client's 403 never names the policy.
+
+use std::sync::Arc;
+
+use citadel_core::{ApiError, ErrorCode};
+use citadel_policy::{Action, RequestFacts, Resource};
+
+use crate::context::info_and_trail;
+use crate::events::{authorization_decision, RequestView};
+use crate::route::Target;
+use crate::stage::{call_next, Next, StageLayer};
+use crate::state::GatewayState;
+use crate::{error_response, GatewayRequest, GatewayResponse};
+
+/// The authorize layer.
+pub fn layer(state: Arc<GatewayState>) -> StageLayer {
+    StageLayer::new("authorize", state, |s, r, n| Box::pin(authorize(s, r, n)))
+}
+
+async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> GatewayResponse {
+    let (info, trail) = info_and_trail(&req);
+    let (Some(principal), Some(target)) = (trail.snapshot().principal, req.extensions().get::<Target>().cloned())
+    else {
+        // Unreachable with the layers in order; deny rather than assume.
+        trail.update(|t| t.error = Some(ErrorCode::Forbidden));
+        return error_response(&ApiError::new(ErrorCode::Forbidden, "not permitted"), Some(&info.id));
+    };
+    let facts = RequestFacts {
+        source_ip: info.client.ip(),
+        method: req.method().as_str(),
+        path: req.uri().path(),
+    };
+    let (action, resource, resource_json) = match &target {
+        Target::Model { upstream, model } => (
+            Action::InvokeModel,
+            Resource::Model {
+                name: model,
+                upstream: &upstream.facts,
+            },
+            serde_json::json!({"type": "Model", "uid": model, "owner": {"name": upstream.config.name}}),
+        ),
+        Target::Route { upstream } => (
+            Action::CallRoute,
+            Resource::Route {
+                prefix: upstream.prefix(),
+                upstream: &upstream.facts,
+            },
+            serde_json::json!({"type": "Route", "uid": upstream.prefix(), "owner": {"name": upstream.config.name}}),
+        ),
+    };
+    let decision = state.policy.authorize(&principal, action, &resource, &facts);
+    let action_name = match action {
+        Action::InvokeModel => "invoke_model",
+        Action::CallRoute => "call_route",
+        Action::Admin(op) => op,
+    };
+    let view = RequestView {
+        info: &info,
+        method: req.method(),
+        path: req.uri().path(),
+        user_agent: req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let event = authorization_decision(
+        &view,
+        &principal,
+        action_name,
+        resource_json,
+        decision.allowed,
+        &decision.policies,
+        "gateway",
+    );
+    trail.update(|t| t.policies = decision.policies.clone());
+    if state.sink.record(event).await.is_err() {
+        trail.update(|t| t.error = Some(ErrorCode::AuditUnavailable));
+        return error_response(
+            &ApiError::new(
+                ErrorCode::AuditUnavailable,
+                "security events cannot be recorded right now, so requests are refused",
+            ),
+            Some(&info.id),
+        );
+    }
+    if !decision.allowed {
+        tracing::info!(request_id = %info.id, principal = %principal.id, policies = ?decision.policies, "request denied by policy");
+        trail.update(|t| t.error = Some(ErrorCode::Forbidden));
+        return error_response(
+            &ApiError::new(ErrorCode::Forbidden, "your role is not permitted to do this"),
+            Some(&info.id),
+        );
+    }
+    call_next(next, req).await
+}

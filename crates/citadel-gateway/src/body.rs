@@ -1,0 +1,53 @@
+//! Body and response types shared by every layer.
+
+use bytes::Bytes;
+use citadel_core::ApiError;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+/// Errors a body may yield.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of requests and responses inside the gateway.
+pub type GatewayBody = BoxBody<Bytes, BoxError>;
+/// A request inside the gateway.
+pub type GatewayRequest = http::Request<GatewayBody>;
+/// A response inside the gateway.
+pub type GatewayResponse = Response<GatewayBody>;
+
+/// A body of known bytes.
+pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> GatewayResponse {
+    let mut response = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The response for a refusal: status from the code, JSON body with the
+/// stable code, `Retry-After` when set.
+pub fn error_response(error: &ApiError, request_id: Option<&str>) -> GatewayResponse {
+    let mut response = Response::new(full(error.body(request_id)));
+    *response.status_mut() = error.code.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(secs) = error.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if error.code == citadel_core::ErrorCode::InvalidCredentials {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"citadel\""),
+        );
+    }
+    response
+}

@@ -1,0 +1,74 @@
+//! What the layers learn about a request as it goes down the stack, kept in
+//! the request's extensions so the record layer can tell the whole story
+//! once the response is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use citadel_core::{ErrorCode, Principal};
+use parking_lot::Mutex;
+
+/// Facts fixed when the request arrives.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Request id (`X-Request-Id` from the client if well formed, else a new UUIDv7).
+    pub id: String,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// What the layers decided, filled in as the request goes down.
+#[derive(Debug, Default, Clone)]
+pub struct TrailData {
+    /// Authenticated principal.
+    pub principal: Option<Arc<Principal>>,
+    /// The API key used.
+    pub key_id: Option<String>,
+    /// Upstream chosen.
+    pub upstream: Option<String>,
+    /// Model requested.
+    pub model: Option<String>,
+    /// Route label for metrics (`/v1/chat/completions`, `/data-api`, …).
+    pub route: Option<String>,
+    /// Policies that decided.
+    pub policies: Vec<String>,
+    /// The refusal code, if refused.
+    pub error: Option<ErrorCode>,
+    /// Seconds until the upstream's response headers arrived.
+    pub upstream_seconds: Option<f64>,
+    /// Tokens the answer used (from its `usage`).
+    pub tokens: Option<u64>,
+}
+
+/// Shared, lockable trail (one per request).
+#[derive(Debug, Default, Clone)]
+pub struct Trail(pub Arc<Mutex<TrailData>>);
+
+impl Trail {
+    /// Updates the trail.
+    pub fn update(&self, f: impl FnOnce(&mut TrailData)) {
+        f(&mut self.0.lock());
+    }
+
+    /// A copy of what is known now.
+    pub fn snapshot(&self) -> TrailData {
+        self.0.lock().clone()
+    }
+}
+
+/// Reads the request's info and trail; every request has them (the server
+/// inserts the info and the record layer the trail before any other layer runs).
+pub(crate) fn info_and_trail(req: &crate::GatewayRequest) -> (RequestInfo, Trail) {
+    let info = req
+        .extensions()
+        .get::<RequestInfo>()
+        .cloned()
+        .expect("server inserts RequestInfo");
+    let trail = req.extensions().get::<Trail>().cloned().unwrap_or_default();
+    (info, trail)
+}

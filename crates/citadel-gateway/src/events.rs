@@ -1,0 +1,153 @@
+//! The security events the data plane and the admin API emit, built in one
+//! place so every decision is described the same way (OCSF field names).
+
+use citadel_core::{EventClass, Outcome, Principal, SecurityEvent};
+use citadel_identity::AuthFailure;
+use serde_json::json;
+
+use crate::context::RequestInfo;
+
+/// OCSF API Activity activity id for an HTTP method (1 Create, 2 Read,
+/// 3 Update, 4 Delete, 99 Other).
+fn api_activity(method: &http::Method) -> (i64, &'static str) {
+    match *method {
+        http::Method::POST => (1, "Create"),
+        http::Method::GET | http::Method::HEAD => (2, "Read"),
+        http::Method::PUT | http::Method::PATCH => (3, "Update"),
+        http::Method::DELETE => (4, "Delete"),
+        _ => (99, "Other"),
+    }
+}
+
+/// OCSF HTTP Activity activity id for an HTTP method.
+fn http_activity(method: &http::Method) -> (i64, &'static str) {
+    match *method {
+        http::Method::CONNECT => (1, "Connect"),
+        http::Method::DELETE => (2, "Delete"),
+        http::Method::GET => (3, "Get"),
+        http::Method::HEAD => (4, "Head"),
+        http::Method::OPTIONS => (5, "Options"),
+        http::Method::POST => (6, "Post"),
+        http::Method::PUT => (7, "Put"),
+        http::Method::TRACE => (8, "Trace"),
+        _ => (99, "Other"),
+    }
+}
+
+/// The request as OCSF describes it (`src_endpoint`, `http_request`). The
+/// query string is left out: it may carry secrets.
+pub fn request_fields(
+    info: &RequestInfo,
+    method: &http::Method,
+    path: &str,
+    user_agent: Option<&str>,
+) -> (serde_json::Value, serde_json::Value) {
+    let src = json!({"ip": info.client.ip().to_string(), "port": info.client.port()});
+    let mut req = json!({
+        "http_method": method.as_str(),
+        "url": {"path": path, "scheme": if info.tls { "https" } else { "http" }},
+        "uid": info.id,
+    });
+    if let Some(ua) = user_agent {
+        req["user_agent"] = json!(ua);
+    }
+    (src, req)
+}
+
+/// What a request looked like, for events.
+#[derive(Debug, Clone)]
+pub struct RequestView<'a> {
+    /// Arrival facts.
+    pub info: &'a RequestInfo,
+    /// Method.
+    pub method: &'a http::Method,
+    /// Path (no query).
+    pub path: &'a str,
+    /// User agent.
+    pub user_agent: Option<&'a str>,
+}
+
+impl RequestView<'_> {
+    fn fields(&self) -> (serde_json::Value, serde_json::Value) {
+        request_fields(self.info, self.method, self.path, self.user_agent)
+    }
+}
+
+/// A refused credential (Authentication 3002, Logon, Failure). The reason
+/// is recorded for investigators; the client only hears `invalid_credentials`.
+pub fn authentication_failed(view: &RequestView<'_>, failure: AuthFailure, service: &str) -> SecurityEvent {
+    let (src, req) = view.fields();
+    SecurityEvent::builder(EventClass::Authentication, 1, "Logon", Outcome::Failure)
+        .request_id(&view.info.id)
+        .field("auth_protocol", json!("Bearer API key"))
+        .field("src_endpoint", src)
+        .field("http_request", req)
+        .field("status_detail", json!(failure.as_str()))
+        .field("service", json!({"name": service}))
+        .disposition(false)
+        .build()
+}
+
+/// An authorization decision (API Activity 6003): who, what, on what, which
+/// policies decided.
+pub fn authorization_decision(
+    view: &RequestView<'_>,
+    principal: &Principal,
+    action: &str,
+    resource: serde_json::Value,
+    allowed: bool,
+    policies: &[String],
+    service: &str,
+) -> SecurityEvent {
+    let (src, req) = view.fields();
+    let (activity_id, activity) = api_activity(view.method);
+    let outcome = if allowed { Outcome::Success } else { Outcome::Failure };
+    SecurityEvent::builder(EventClass::ApiActivity, activity_id, activity, outcome)
+        .actor(principal)
+        .request_id(&view.info.id)
+        .field("src_endpoint", src)
+        .field("http_request", req)
+        .field("api", json!({"operation": action, "service": {"name": service}}))
+        .field("resources", json!([resource]))
+        .field(
+            "policy",
+            json!({"uid": policies.join(","), "name": policies.join(","), "is_applied": true}),
+        )
+        .disposition(allowed)
+        .build()
+}
+
+/// The outcome of a request (HTTP Activity 4002): status, sizes, timings.
+#[allow(clippy::too_many_arguments)]
+pub fn http_outcome(
+    view: &RequestView<'_>,
+    principal: Option<&Principal>,
+    status: u16,
+    error_code: Option<&str>,
+    upstream: Option<&str>,
+    model: Option<&str>,
+    response_bytes: u64,
+    duration_ms: f64,
+    tokens: Option<u64>,
+) -> SecurityEvent {
+    let (src, req) = view.fields();
+    let (activity_id, activity) = http_activity(view.method);
+    let outcome = if status < 400 { Outcome::Success } else { Outcome::Failure };
+    let mut b = SecurityEvent::builder(EventClass::HttpActivity, activity_id, activity, outcome)
+        .request_id(&view.info.id)
+        .field("src_endpoint", src)
+        .field("http_request", req)
+        .field("http_response", json!({"code": status, "length": response_bytes}))
+        .field("duration", json!(duration_ms))
+        .field(
+            "unmapped",
+            json!({"upstream": upstream, "model": model, "error_code": error_code, "total_tokens": tokens}),
+        );
+    if let Some(p) = principal {
+        b = b.actor(p);
+    }
+    if let Some(u) = upstream {
+        b = b.field("dst_endpoint", json!({"name": u}));
+    }
+    b.build()
+}

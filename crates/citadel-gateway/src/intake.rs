@@ -1,0 +1,66 @@
+//! Layer 1, intake: the cheapest refusals, before any credential is looked
+//! at. Refuses when security events cannot be recorded (503
+//! `audit_unavailable` — Citadel never runs unrecorded), when the headers
+//! are too large (431) and when a declared body is too large (413); caps
+//! the body a client may stream at the configured size.
+//!
+//! The connection limit, TLS, header-read timeout and request id are applied
+//! earlier still, by the server as it accepts (see `server.rs`).
+
+use std::sync::Arc;
+
+use citadel_core::{ApiError, ErrorCode};
+use http_body_util::{BodyExt, Limited};
+
+use crate::context::info_and_trail;
+use crate::stage::{call_next, Next, StageLayer};
+use crate::state::GatewayState;
+use crate::{error_response, GatewayRequest, GatewayResponse};
+
+/// The intake layer.
+pub fn layer(state: Arc<GatewayState>) -> StageLayer {
+    StageLayer::new("intake", state, |s, r, n| Box::pin(intake(s, r, n)))
+}
+
+/// Bytes the headers take on the wire (name, value, `: ` and CRLF).
+pub(crate) fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+async fn intake(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> GatewayResponse {
+    let (info, trail) = info_and_trail(&req);
+    let limits = &state.config.limits;
+    let refuse = |code: ErrorCode, message: &str| {
+        trail.update(|t| t.error = Some(code));
+        error_response(&ApiError::new(code, message), Some(&info.id))
+    };
+    if !state.sink.is_healthy() {
+        return refuse(
+            ErrorCode::AuditUnavailable,
+            "security events cannot be recorded right now, so requests are refused; try again shortly",
+        );
+    }
+    if header_bytes(req.headers()) > limits.max_header_bytes {
+        return refuse(
+            ErrorCode::HeadersTooLarge,
+            &format!("request headers exceed {} bytes", limits.max_header_bytes),
+        );
+    }
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return refuse(
+            ErrorCode::PayloadTooLarge,
+            &format!("request body exceeds {} bytes", limits.max_body_bytes),
+        );
+    }
+    let max = limits.max_body_bytes;
+    let req = req.map(|body| Limited::new(body, max).boxed());
+    call_next(next, req).await
+}

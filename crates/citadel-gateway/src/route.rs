@@ -1,0 +1,216 @@
+//! Routing (between authenticate and authorize): which upstream, model or
+//! route does this request address? OpenAI-compatible paths are routed by
+//! the `model` in their JSON body, read here within the size and time
+//! limits (413, 408), and refused when it is not JSON (400 `invalid_json`)
+//! or names no configured model (404 `unknown_model`). Other paths map to
+//! `http` upstreams by prefix (404 `route_not_found` otherwise).
+//!
+//! It sits after authentication so an anonymous client cannot make the
+//! gateway buffer a body, and before authorization because the policy
+//! decision needs the resource. `GET /v1/models` is answered here: the list
+//! holds only the models the caller's policy lets it invoke.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use citadel_core::{ApiError, ErrorCode};
+use citadel_policy::{Action, RequestFacts, Resource};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::config::OPENAI_PATHS;
+use crate::context::{info_and_trail, RequestInfo, Trail};
+use crate::events::{authorization_decision, RequestView};
+use crate::stage::{call_next, Next, StageLayer};
+use crate::state::GatewayState;
+use crate::upstream::Upstream;
+use crate::{error_response, full, json_response, GatewayRequest, GatewayResponse};
+
+/// Where a request goes, set by routing for authorization and the proxy.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// An OpenAI-compatible call to a model.
+    Model {
+        /// Serving upstream.
+        upstream: Arc<Upstream>,
+        /// Model name.
+        model: String,
+    },
+    /// A call under an `http` upstream's prefix.
+    Route {
+        /// The upstream.
+        upstream: Arc<Upstream>,
+    },
+}
+
+impl Target {
+    /// The upstream.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        match self {
+            Self::Model { upstream, .. } | Self::Route { upstream } => upstream,
+        }
+    }
+}
+
+/// The routing layer.
+pub fn layer(state: Arc<GatewayState>) -> StageLayer {
+    StageLayer::new("route", state, |s, r, n| Box::pin(route(s, r, n)))
+}
+
+fn refuse(trail: &Trail, info: &RequestInfo, code: ErrorCode, message: impl Into<String>) -> GatewayResponse {
+    trail.update(|t| t.error = Some(code));
+    error_response(&ApiError::new(code, message), Some(&info.id))
+}
+
+/// Reads the whole (already size-capped) body within what is left of the
+/// request time.
+async fn read_body(
+    state: &GatewayState,
+    info: &RequestInfo,
+    body: crate::GatewayBody,
+) -> Result<Bytes, ErrorCode> {
+    let left = state
+        .config
+        .limits
+        .request_timeout
+        .saturating_sub(info.started.elapsed());
+    match tokio::time::timeout(left, body.collect()).await {
+        Err(_) => Err(ErrorCode::RequestTimeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ErrorCode::PayloadTooLarge),
+        Ok(Err(_)) => Err(ErrorCode::InvalidRequest),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> GatewayResponse {
+    let (info, trail) = info_and_trail(&req);
+    let path = req.uri().path().to_owned();
+    if path == "/v1/models" {
+        trail.update(|t| t.route = Some(path.clone()));
+        if req.method() != Method::GET {
+            return refuse(&trail, &info, ErrorCode::MethodNotAllowed, "use GET /v1/models");
+        }
+        return list_models(&state, &req, &info, &trail).await;
+    }
+    if OPENAI_PATHS.contains(&path.as_str()) {
+        trail.update(|t| t.route = Some(path.clone()));
+        if req.method() != Method::POST {
+            return refuse(&trail, &info, ErrorCode::MethodNotAllowed, format!("use POST {path}"));
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match read_body(&state, &info, body).await {
+            Ok(b) => b,
+            Err(code) => {
+                let message = match code {
+                    ErrorCode::RequestTimeout => "the request body did not arrive in time".to_owned(),
+                    ErrorCode::PayloadTooLarge => format!(
+                        "request body exceeds {} bytes",
+                        state.config.limits.max_body_bytes
+                    ),
+                    _ => "the request body could not be read".to_owned(),
+                };
+                return refuse(&trail, &info, code, message);
+            }
+        };
+        let model = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(map)) => match map.get("model") {
+                Some(serde_json::Value::String(m)) => m.clone(),
+                _ => {
+                    return refuse(&trail, &info, ErrorCode::InvalidJson, "the body must name a `model` (string)")
+                }
+            },
+            Ok(_) => return refuse(&trail, &info, ErrorCode::InvalidJson, "the body must be a JSON object"),
+            Err(e) => {
+                return refuse(&trail, &info, ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+            }
+        };
+        let Some(upstream) = state.upstream_for_model(&model).cloned() else {
+            return refuse(
+                &trail,
+                &info,
+                ErrorCode::UnknownModel,
+                format!("no upstream serves model `{model}`; GET /v1/models lists the models you may use"),
+            );
+        };
+        trail.update(|t| {
+            t.model = Some(model.clone());
+            t.upstream = Some(upstream.config.name.clone());
+        });
+        let mut req = http::Request::from_parts(parts, full(bytes));
+        req.extensions_mut().insert(Target::Model { upstream, model });
+        return call_next(next, req).await;
+    }
+    if let Some(upstream) = state.upstream_for_path(&path).cloned() {
+        trail.update(|t| {
+            t.route = Some(upstream.prefix().to_owned());
+            t.upstream = Some(upstream.config.name.clone());
+        });
+        let mut req = req;
+        req.extensions_mut().insert(Target::Route { upstream });
+        return call_next(next, req).await;
+    }
+    refuse(&trail, &info, ErrorCode::RouteNotFound, format!("no route for {path}"))
+}
+
+async fn list_models(
+    state: &GatewayState,
+    req: &GatewayRequest,
+    info: &RequestInfo,
+    trail: &Trail,
+) -> GatewayResponse {
+    let Some(principal) = trail.snapshot().principal else {
+        return refuse(trail, info, ErrorCode::InvalidCredentials, "authentication required");
+    };
+    let facts = RequestFacts {
+        source_ip: info.client.ip(),
+        method: req.method().as_str(),
+        path: req.uri().path(),
+    };
+    let mut data = Vec::new();
+    let mut policies = Vec::new();
+    for (model, upstream) in state.models() {
+        let resource = Resource::Model {
+            name: model,
+            upstream: &upstream.facts,
+        };
+        let decision = state
+            .policy
+            .authorize(&principal, Action::InvokeModel, &resource, &facts);
+        if decision.allowed {
+            data.push(serde_json::json!({
+                "id": model,
+                "object": "model",
+                "owned_by": upstream.config.name,
+                "created": 0,
+            }));
+            for p in decision.policies {
+                if !policies.contains(&p) {
+                    policies.push(p);
+                }
+            }
+        }
+    }
+    let view = RequestView {
+        info,
+        method: req.method(),
+        path: req.uri().path(),
+        user_agent: None,
+    };
+    let event = authorization_decision(
+        &view,
+        &principal,
+        "list_models",
+        serde_json::json!({"type": "Model", "uid": "*", "data": {"listed": data.len()}}),
+        true,
+        &policies,
+        "gateway",
+    );
+    if state.sink.record(event).await.is_err() {
+        return refuse(trail, info, ErrorCode::AuditUnavailable, "security events cannot be recorded right now");
+    }
+    trail.update(|t| t.policies = policies);
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"object": "list", "data": data}),
+    )
+}

@@ -1,0 +1,157 @@
+//! Accepting connections, for the gateway and the admin listener alike:
+//! the connection limit (refused at accept so admitted connections are not
+//! slowed), the TLS handshake (with a deadline), HTTP/1.1 and HTTP/2 by
+//! ALPN, the header-read deadline, and the request's id and arrival facts.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::util::BoxCloneService;
+use tower::Service;
+
+use crate::context::RequestInfo;
+use crate::metrics::GatewayMetrics;
+use crate::{BoxError, GatewayRequest, GatewayResponse};
+
+/// The service a listener runs for every request.
+pub type ListenerService = BoxCloneService<GatewayRequest, GatewayResponse, Infallible>;
+
+/// How a listener accepts.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// TLS; `None` only when the operator set `insecure_http`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Open connections allowed.
+    pub max_connections: usize,
+    /// Deadline for a request's headers (and for an idle keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// Header bytes hyper buffers before it refuses with 431 itself.
+    pub max_header_bytes: usize,
+    /// Metrics to count connections in.
+    pub metrics: Option<Arc<GatewayMetrics>>,
+}
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` turns true, then lets open
+/// connections finish their requests (up to 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    options: ServeOptions,
+    service: ListenerService,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let acceptor = options.tls.clone().map(TlsAcceptor::from);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Some(m) = &options.metrics {
+                m.refused_connections.inc();
+            }
+            tracing::debug!(client = %peer, "connection limit reached; connection refused");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let options = options.clone();
+        let service = service.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let open = options.metrics.clone();
+            if let Some(m) = &open {
+                m.open_connections.inc();
+            }
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, peer, true, &options, service, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(stream, peer, false, &options, service, shutdown).await,
+            }
+            if let Some(m) = &open {
+                m.open_connections.dec();
+            }
+        });
+    }
+    // Wait for connections to drain.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while permits.available_permits() < options.max_connections && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    options: &ServeOptions,
+    service: ListenerService,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let mut service = service.clone();
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(RequestInfo {
+            id: uuid::Uuid::now_v7().to_string(),
+            client: peer,
+            tls,
+            started: Instant::now(),
+        });
+        let req = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        async move { service.call(req).await }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_header_bytes.saturating_mul(2).max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(options.max_header_bytes.saturating_mul(2).max(8192) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let conn = builder.serve_connection(TokioIo::new(io), hyper_service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
