@@ -24,6 +24,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The resource already exists.
     Conflict,
+    /// A policy file does not parse or validate.
+    InvalidPolicy,
     /// The request headers exceed the configured limit.
     HeadersTooLarge,
     /// The request body exceeds the configured limit.
@@ -58,6 +60,7 @@ impl ErrorCode {
             Self::InvalidJson => "invalid_json",
             Self::InvalidRequest => "invalid_request",
             Self::Conflict => "conflict",
+            Self::InvalidPolicy => "invalid_policy",
             Self::HeadersTooLarge => "headers_too_large",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
@@ -78,7 +81,7 @@ impl ErrorCode {
             Self::InvalidCredentials => S::UNAUTHORIZED,
             Self::Forbidden => S::FORBIDDEN,
             Self::UnknownModel | Self::RouteNotFound | Self::NotFound => S::NOT_FOUND,
-            Self::InvalidJson | Self::InvalidRequest => S::BAD_REQUEST,
+            Self::InvalidJson | Self::InvalidRequest | Self::InvalidPolicy => S::BAD_REQUEST,
             Self::Conflict => S::CONFLICT,
             Self::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,

@@ -44,8 +44,9 @@ pub fn verify_bearer(registry: &KeyRegistry, headers: &http::HeaderMap) -> Resul
     registry.verify(token.trim(), now_ms())
 }
 
-/// The 401 (or the 503 when the refusal itself cannot be recorded).
-pub(crate) async fn refuse_credentials(
+/// The 401 (or the 503 when the refusal itself cannot be recorded), with its
+/// Authentication event made durable first. Shared with the admin API.
+pub async fn refuse_credentials(
     state: &GatewayState,
     view: &RequestView<'_>,
     failure: AuthFailure,

@@ -3,12 +3,12 @@
 use bytes::Bytes;
 use citadel_core::ApiError;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 
 /// Errors a body may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of requests and responses inside the gateway.
-pub type GatewayBody = BoxBody<Bytes, BoxError>;
+pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
 /// A request inside the gateway.
 pub type GatewayRequest = http::Request<GatewayBody>;
 /// A response inside the gateway.
@@ -16,7 +16,7 @@ pub type GatewayResponse = Response<GatewayBody>;
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A JSON response.

@@ -61,6 +61,6 @@ async fn intake(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Ga
         );
     }
     let max = limits.max_body_bytes;
-    let req = req.map(|body| Limited::new(body, max).boxed());
+    let req = req.map(|body| Limited::new(body, max).boxed_unsync());
     call_next(next, req).await
 }

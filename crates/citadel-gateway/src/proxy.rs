@@ -208,16 +208,16 @@ async fn forward(state: Arc<GatewayState>, req: GatewayRequest) -> GatewayRespon
     let watch_usage = matches!(target, Target::Model { .. }) && (is_sse || is_json);
     let body: GatewayBody = if watch_usage {
         UsageBody {
-            inner: body.map_err(BoxError::from).boxed(),
+            inner: body.map_err(BoxError::from).boxed_unsync(),
             scanner: UsageScanner::new(is_sse),
             state,
             budgets,
             trail,
             done: false,
         }
-        .boxed()
+        .boxed_unsync()
     } else {
-        body.map_err(BoxError::from).boxed()
+        body.map_err(BoxError::from).boxed_unsync()
     };
     http::Response::from_parts(parts, body)
 }

@@ -79,7 +79,7 @@ async fn record(state: Arc<GatewayState>, mut req: GatewayRequest, next: Next) -
             status,
         }),
     };
-    http::Response::from_parts(parts, body.boxed())
+    http::Response::from_parts(parts, body.boxed_unsync())
 }
 
 struct Outcome {

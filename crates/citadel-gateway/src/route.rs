@@ -90,7 +90,9 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
         if req.method() != Method::GET {
             return refuse(&trail, &info, ErrorCode::MethodNotAllowed, "use GET /v1/models");
         }
-        return list_models(&state, &req, &info, &trail).await;
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        drop(req);
+        return list_models(&state, &method, &path, &info, &trail).await;
     }
     if OPENAI_PATHS.contains(&path.as_str()) {
         trail.update(|t| t.route = Some(path.clone()));
@@ -154,7 +156,8 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
 
 async fn list_models(
     state: &GatewayState,
-    req: &GatewayRequest,
+    method: &Method,
+    path: &str,
     info: &RequestInfo,
     trail: &Trail,
 ) -> GatewayResponse {
@@ -163,8 +166,8 @@ async fn list_models(
     };
     let facts = RequestFacts {
         source_ip: info.client.ip(),
-        method: req.method().as_str(),
-        path: req.uri().path(),
+        method: method.as_str(),
+        path,
     };
     let mut data = Vec::new();
     let mut policies = Vec::new();
@@ -192,8 +195,8 @@ async fn list_models(
     }
     let view = RequestView {
         info,
-        method: req.method(),
-        path: req.uri().path(),
+        method,
+        path,
         user_agent: None,
     };
     let event = authorization_decision(

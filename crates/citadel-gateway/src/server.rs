@@ -125,7 +125,7 @@ async fn serve_connection<I>(
             tls,
             started: Instant::now(),
         });
-        let req = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        let req = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
         async move { service.call(req).await }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

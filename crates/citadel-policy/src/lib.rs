@@ -43,6 +43,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "keys.create",
     "keys.revoke",
     "policies.validate",
+    "policies.reload",
 ];
 
 #[cfg(test)]

@@ -1,0 +1,467 @@
+//! Routes and handlers of the admin API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use citadel_core::{clock, ErrorCode, EventClass, Outcome, Principal};
+use citadel_gateway::authenticate::{refuse_credentials, verify_bearer};
+use citadel_gateway::context::RequestInfo;
+use citadel_gateway::events::{authorization_decision, RequestView};
+use citadel_identity::KeyRequest;
+use citadel_policy::{Action, RequestFacts, Resource, ADMIN_OPERATIONS};
+use citadel_store::EventQuery;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{AdminError, AdminState, OPENAPI};
+
+type ApiResult = Result<Json<Value>, AdminError>;
+
+/// The authenticated caller of an admin request.
+#[derive(Clone, Debug)]
+struct Caller {
+    principal: Arc<Principal>,
+    info: RequestInfo,
+    method: http::Method,
+    path: String,
+}
+
+impl Caller {
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            info: &self.info,
+            method: &self.method,
+            path: &self.path,
+            user_agent: None,
+        }
+    }
+}
+
+/// The admin API's routes.
+pub fn router(state: AdminState) -> Router {
+    let authenticated = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{name}/disable", post(disable_user))
+        .route("/api/v1/roles", get(list_roles).post(create_role))
+        .route("/api/v1/keys", get(list_keys).post(create_key))
+        .route("/api/v1/keys/{id}/revoke", post(revoke_key))
+        .route("/api/v1/upstreams", get(list_upstreams))
+        .route("/api/v1/policies", get(list_policies))
+        .route("/api/v1/policies/validate", post(validate_policies))
+        .route("/api/v1/policies/reload", post(reload_policies))
+        .route("/api/v1/events", get(list_events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi))
+        .merge(authenticated)
+        .fallback(|| async {
+            AdminError::new(ErrorCode::RouteNotFound, "no such admin endpoint; see /openapi.json")
+        })
+        .with_state(state)
+}
+
+fn request_info(req: &Request) -> RequestInfo {
+    req.extensions().get::<RequestInfo>().cloned().unwrap_or_else(|| RequestInfo {
+        id: uuid_v7(),
+        client: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: false,
+        started: std::time::Instant::now(),
+    })
+}
+
+fn uuid_v7() -> String {
+    // The server always inserts RequestInfo; this is only for in-process callers.
+    format!("admin-{}", clock::now_ms())
+}
+
+async fn authenticate(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let info = request_info(&req);
+    if !state.sink.is_healthy() {
+        return AdminError::new(
+            ErrorCode::AuditUnavailable,
+            "security events cannot be recorded right now, so admin calls are refused",
+        )
+        .into_response();
+    }
+    match verify_bearer(&state.registry, req.headers()) {
+        Ok(key) => {
+            let caller = Caller {
+                principal: key.principal,
+                method: req.method().clone(),
+                path: req.uri().path().to_owned(),
+                info,
+            };
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(failure) => {
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let view = RequestView {
+                info: &info,
+                method: &method,
+                path: &path,
+                user_agent: None,
+            };
+            refuse_credentials(&state.gateway, &view, failure, "admin")
+                .await
+                .map(axum::body::Body::new)
+        }
+    }
+}
+
+/// Decides an admin operation and records the decision durably first.
+async fn authorize(state: &AdminState, caller: &Caller, operation: &'static str, area: &str) -> Result<(), AdminError> {
+    debug_assert!(ADMIN_OPERATIONS.contains(&operation));
+    let facts = RequestFacts {
+        source_ip: caller.info.client.ip(),
+        method: caller.method.as_str(),
+        path: &caller.path,
+    };
+    let decision = state.policy.authorize(
+        &caller.principal,
+        Action::Admin(operation),
+        &Resource::AdminApi(area),
+        &facts,
+    );
+    let event = authorization_decision(
+        &caller.view(),
+        &caller.principal,
+        operation,
+        json!({"type": "AdminApi", "uid": area}),
+        decision.allowed,
+        &decision.policies,
+        "admin",
+    );
+    if state.sink.record_durable(event).await.is_err() {
+        return Err(AdminError::new(
+            ErrorCode::AuditUnavailable,
+            "security events cannot be recorded right now, so admin calls are refused",
+        ));
+    }
+    if !decision.allowed {
+        tracing::info!(principal = %caller.principal.id, operation, "admin call denied by policy");
+        return Err(AdminError::new(ErrorCode::Forbidden, "your role is not permitted to do this"));
+    }
+    Ok(())
+}
+
+/// Records what a permitted change did (Account Change for identities).
+async fn record_change(state: &AdminState, caller: &Caller, operation: &str, resource: Value) -> Result<(), AdminError> {
+    let class = if operation.starts_with("users.") || operation.starts_with("keys.") || operation.starts_with("roles.") {
+        EventClass::AccountChange
+    } else {
+        EventClass::ApiActivity
+    };
+    let (activity_id, activity) = match operation.rsplit('.').next() {
+        Some("create") => (1, "Create"),
+        Some("revoke") => (4, "Delete"),
+        Some("disable") => (5, "Disable"),
+        _ => (99, "Other"),
+    };
+    let event = citadel_core::SecurityEvent::builder(class, activity_id, activity, Outcome::Success)
+        .actor(&caller.principal)
+        .request_id(&caller.info.id)
+        .field("api", json!({"operation": operation, "service": {"name": "admin"}}))
+        .field("resources", json!([resource]))
+        .build();
+    state
+        .sink
+        .record_durable(event)
+        .await
+        .map_err(|_| AdminError::new(ErrorCode::AuditUnavailable, "the change was made but could not be recorded"))
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| AdminError::new(ErrorCode::InvalidJson, e.body_text()))
+}
+
+async fn health(State(state): State<AdminState>) -> Response {
+    let healthy = state.sink.is_healthy();
+    let body = json!({"status": if healthy { "ok" } else { "degraded" }, "audit": if healthy { "ok" } else { "unavailable" }});
+    let status = if healthy { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> Result<Response, AdminError> {
+    authorize(&state, &caller, "metrics.read", "metrics").await?;
+    state.metrics.event_sink_lag.set(state.sink.lag());
+    state.metrics.events_written.set(state.sink.written());
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response())
+}
+
+async fn list_users(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+    authorize(&state, &caller, "users.list", "users").await?;
+    Ok(Json(json!({"users": state.store.list_users().await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    roles: Vec<String>,
+}
+
+async fn create_user(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> ApiResult {
+    authorize(&state, &caller, "users.create", "users").await?;
+    let body = json_body(body)?;
+    let user = citadel_identity::create_user(&state.store, &body.name, body.roles).await?;
+    record_change(&state, &caller, "users.create", json!({"type": "User", "uid": user.id, "name": user.name})).await?;
+    Ok(Json(json!(user)))
+}
+
+async fn disable_user(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    authorize(&state, &caller, "users.disable", "users").await?;
+    let user = state.store.set_user_disabled(&name, true).await?;
+    refresh_credentials(&state).await;
+    record_change(&state, &caller, "users.disable", json!({"type": "User", "uid": user.id, "name": user.name})).await?;
+    Ok(Json(json!(user)))
+}
+
+async fn list_roles(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+    authorize(&state, &caller, "roles.list", "roles").await?;
+    let custom = state.store.list_roles().await?;
+    let builtin: Vec<Value> = citadel_core::BUILTIN_ROLES
+        .iter()
+        .map(|r| json!({"name": r, "builtin": true}))
+        .collect();
+    Ok(Json(json!({"builtin": builtin, "custom": custom})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRole {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_role(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewRole>, JsonRejection>,
+) -> ApiResult {
+    authorize(&state, &caller, "roles.create", "roles").await?;
+    let body = json_body(body)?;
+    let role = citadel_identity::create_role(&state.store, &body.name, &body.description).await?;
+    record_change(&state, &caller, "roles.create", json!({"type": "Role", "uid": role.name})).await?;
+    Ok(Json(json!(role)))
+}
+
+async fn list_keys(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+    authorize(&state, &caller, "keys.list", "keys").await?;
+    Ok(Json(json!({"keys": state.store.list_api_keys().await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    user: Option<String>,
+    /// Lifetime such as `30d`.
+    #[serde(default)]
+    expires: Option<String>,
+    #[serde(default)]
+    rpm: Option<i64>,
+    #[serde(default)]
+    tpm: Option<i64>,
+}
+
+async fn create_key(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewKey>, JsonRejection>,
+) -> ApiResult {
+    authorize(&state, &caller, "keys.create", "keys").await?;
+    let body = json_body(body)?;
+    let mut roles = body.roles;
+    roles.extend(body.role);
+    let expires_in_ms = body
+        .expires
+        .as_deref()
+        .map(clock::parse_duration)
+        .transpose()
+        .map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?
+        .map(|d| d.as_millis() as i64);
+    if body.rpm.is_some_and(|v| v < 1) || body.tpm.is_some_and(|v| v < 1) {
+        return Err(AdminError::new(ErrorCode::InvalidRequest, "rpm and tpm must be at least 1"));
+    }
+    let (record, new) = citadel_identity::create_api_key(
+        &state.store,
+        state.registry.hasher(),
+        KeyRequest {
+            name: body.name,
+            roles,
+            user: body.user,
+            expires_in_ms,
+            rpm: body.rpm,
+            tpm: body.tpm,
+        },
+    )
+    .await?;
+    refresh_credentials(&state).await;
+    record_change(&state, &caller, "keys.create", json!({"type": "ApiKey", "uid": record.id, "name": record.name})).await?;
+    let mut out = json!(record);
+    out["secret"] = json!(new.secret.as_str());
+    Ok(Json(out))
+}
+
+async fn revoke_key(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    authorize(&state, &caller, "keys.revoke", "keys").await?;
+    let record = state.store.revoke_api_key(&id, clock::now_ms()).await?;
+    refresh_credentials(&state).await;
+    record_change(&state, &caller, "keys.revoke", json!({"type": "ApiKey", "uid": record.id})).await?;
+    Ok(Json(json!(record)))
+}
+
+async fn refresh_credentials(state: &AdminState) {
+    if let Err(e) = state.registry.refresh().await {
+        tracing::warn!(error = %e, "credential refresh after an admin change failed; the poller will retry");
+    }
+}
+
+async fn list_upstreams(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+    authorize(&state, &caller, "upstreams.list", "upstreams").await?;
+    let upstreams: Vec<Value> = state
+        .gateway
+        .config
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "url": u.url,
+                "kind": u.kind.as_str(),
+                "models": u.models,
+                "prefix": u.prefix,
+                "placement": u.placement.as_str(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"upstreams": upstreams})))
+}
+
+async fn list_policies(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+    authorize(&state, &caller, "policies.read", "policies").await?;
+    let policies: Vec<Value> = state
+        .policy
+        .policy_origins()
+        .into_iter()
+        .map(|(id, file)| json!({"id": id, "file": file}))
+        .collect();
+    Ok(Json(json!({"directory": state.policy.dir().display().to_string(), "policies": policies})))
+}
+
+fn problems_json(problems: &citadel_policy::PolicyProblems) -> Vec<Value> {
+    problems
+        .0
+        .iter()
+        .map(|p| json!({"file": p.file, "line": p.line, "column": p.column, "reason": p.reason}))
+        .collect()
+}
+
+async fn validate_policies(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+    authorize(&state, &caller, "policies.validate", "policies").await?;
+    Ok(Json(match state.policy.check() {
+        Ok(loaded) => json!({"valid": true, "policies": loaded.origins.len(), "problems": []}),
+        Err(problems) => json!({"valid": false, "problems": problems_json(&problems)}),
+    }))
+}
+
+async fn reload_policies(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> Result<Response, AdminError> {
+    authorize(&state, &caller, "policies.reload", "policies").await?;
+    match state.policy.reload() {
+        Ok(count) => {
+            record_change(&state, &caller, "policies.reload", json!({"type": "PolicySet", "uid": "active", "data": {"policies": count}})).await?;
+            Ok(Json(json!({"reloaded": true, "policies": count})).into_response())
+        }
+        Err(problems) => Err(AdminError::new(
+            ErrorCode::InvalidPolicy,
+            format!("policies not reloaded; the previous set stays in force: {problems}"),
+        )
+        .with_detail("problems", json!(problems_json(&problems)))),
+    }
+}
+
+/// Parses the `/api/v1/events` query, refusing unknown parameters.
+pub(crate) fn parse_event_query(params: &HashMap<String, String>) -> Result<EventQuery, String> {
+    let mut q = EventQuery::default();
+    for (name, value) in params {
+        match name.as_str() {
+            "since" => q.since = Some(clock::parse_since(value)?),
+            "until" => q.until = Some(clock::parse_since(value)?),
+            "principal" => q.principal = Some(value.clone()),
+            "request_id" => q.request_id = Some(value.clone()),
+            "type" | "class" => {
+                q.class = Some(EventClass::parse(value).ok_or_else(|| {
+                    format!("unknown event type `{value}`; use authentication, account_change, http_activity, api_activity or a class_uid")
+                })?)
+            }
+            "outcome" => {
+                q.outcome = Some(match value.as_str() {
+                    "success" => Outcome::Success,
+                    "failure" => Outcome::Failure,
+                    _ => return Err(format!("outcome must be success or failure, not `{value}`")),
+                })
+            }
+            "limit" => {
+                let n: i64 = value.parse().map_err(|_| format!("limit must be a number, not `{value}`"))?;
+                if !(1..=1000).contains(&n) {
+                    return Err("limit must be between 1 and 1000".into());
+                }
+                q.limit = Some(n);
+            }
+            "cursor" => {
+                q.after_seq = Some(value.parse().map_err(|_| format!("invalid cursor `{value}`"))?)
+            }
+            other => return Err(format!("unknown parameter `{other}`")),
+        }
+    }
+    Ok(q)
+}
+
+async fn list_events(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&state, &caller, "events.read", "events").await?;
+    let query = parse_event_query(&params).map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?;
+    let (events, cursor) = state.store.query_events(&query).await?;
+    let events: Vec<Value> = events.into_iter().map(|e| e.body).collect();
+    Ok(Json(json!({"events": events, "next_cursor": cursor.map(|c| c.to_string())})))
+}
