@@ -73,14 +73,14 @@ pub fn client_config(options: &ClientTlsOptions) -> Result<ClientConfig> {
     let builder = ClientConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let mut config = match (&options.client_chain_pem, &options.client_key_pem) {
+    let config = match (&options.client_chain_pem, &options.client_key_pem) {
         (Some(chain), Some(key)) => builder.with_client_auth_cert(
             certs(chain, "upstream client certificate")?,
             private_key(key, "upstream client key")?,
         )?,
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // ALPN is set by the HTTP connector (h2, http/1.1) from what it enables.
     Ok(config)
 }
 

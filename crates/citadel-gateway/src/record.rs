@@ -64,7 +64,11 @@ async fn record(state: Arc<GatewayState>, mut req: GatewayRequest, next: Next) -
         response.headers_mut().insert("x-request-id", v);
     }
     let status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
+    if method == http::Method::HEAD {
+        // A HEAD answer has no body; HTTP/2 treats one as a protocol error.
+        body = crate::full(bytes::Bytes::new());
+    }
     let body = RecordBody {
         inner: body,
         bytes: 0,

@@ -213,3 +213,13 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The command line: `citadel serve`, `init`, `key`, `user`, `role`,
+//! `policy` and `events`. Every listing and creating command takes `--json`
+//! (one JSON object for a created thing, JSON lines for a listing).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use citadel_core::{clock, EventClass, Outcome, SecurityEvent};
+use citadel_identity::{KeyHasher, KeyRequest};
+use citadel_store::{EventQuery, Store};
+
+use crate::config::Config;
+use crate::data_dir::{open_store, DataDir};
+use crate::serve::{self, ServeRequest};
+
+/// Citadel: a zero-trust security gateway for LLM servers and ML / data-platform APIs.
+///
+/// Every request through Citadel is authenticated, authorized by Cedar
+/// policy and recorded as a security event before it reaches a model.
+#[derive(Debug, Parser)]
+#[command(name = "citadel", version, about, long_about)]
+pub struct Cli {
+    /// Data directory (database, keys, internal CA, policies).
+    #[arg(long, global = true, env = "CITADEL_DATA", default_value = "./citadel-data")]
+    pub data: PathBuf,
+    /// Config file [default: DATA/citadel.toml if present].
+    #[arg(long, global = true, env = "CITADEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL (`sqlite://PATH` or `postgres://…`), overriding the config.
+    #[arg(long, global = true, env = "CITADEL_DATABASE")]
+    pub database: Option<String>,
+    /// Log filter (e.g. `info`, `citadel_gateway=debug`).
+    #[arg(long, global = true, env = "CITADEL_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway and the admin API.
+    Serve(ServeArgs),
+    /// Write a commented example config to DATA/citadel.toml (or --config).
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage custom roles (built in: admin, operator, auditor, developer, service).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Validate policies or print the Cedar schema.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read stored security events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+/// `citadel serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Also start a demo OpenAI-compatible model server and print a ready curl line.
+    #[arg(long)]
+    pub demo: bool,
+    /// Gateway listen address [default: 127.0.0.1:8443].
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin API listen address [default: 127.0.0.1:9443].
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
+/// `citadel key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its secret is printed once and never stored.
+    Create {
+        /// Key name (the service account's name when no --user owns it).
+        #[arg(long)]
+        name: String,
+        /// Role the key acts with (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Owning user (name or id); without it the key is a service account.
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime, e.g. 30d, 12h.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Requests per minute for this key.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute for this key.
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key; effective on the gateway within a fraction of a second.
+    Revoke {
+        /// Key id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `citadel user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Login name.
+        #[arg(long)]
+        name: String,
+        /// Role (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: their keys stop working on the next request.
+    Disable {
+        /// Name or id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `citadel role …`.
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create a custom role (grant it permissions in a policy file).
+    Create {
+        /// Role name.
+        #[arg(long)]
+        name: String,
+        /// What the role is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List roles.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `citadel policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the policy directory against Citadel's schema; prints file:line:column: reason.
+    Validate {
+        /// Directory [default: the configured one].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print Citadel's Cedar schema.
+    Schema,
+}
+
+/// `citadel events …`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List stored events, oldest first, as OCSF JSON.
+    List {
+        /// From this time: a duration back from now (15m, 24h) or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this principal id.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only this class: authentication, account_change, http_activity, api_activity.
+        #[arg(long = "type")]
+        class: Option<String>,
+        /// success or failure.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// At most this many (default 100; 0 for all).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Print JSON lines (one OCSF event per line).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_config(cli: &Cli, data: &DataDir) -> Result<Config> {
+    match &cli.config {
+        Some(path) => Ok(Config::load(path)?),
+        None if data.config_file().exists() => Ok(Config::load(&data.config_file())?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn operator_event(operation: &str, resource: serde_json::Value) -> SecurityEvent {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let (activity_id, activity) = match operation.rsplit('.').next() {
+        Some("create") => (1, "Create"),
+        Some("revoke") => (4, "Delete"),
+        Some("disable") => (5, "Disable"),
+        _ => (99, "Other"),
+    };
+    SecurityEvent::builder(EventClass::AccountChange, activity_id, activity, Outcome::Success)
+        .actor_named(&format!("cli:{user}"), &user, "operator")
+        .field("api", serde_json::json!({"operation": operation, "service": {"name": "cli"}}))
+        .field("resources", serde_json::json!([resource]))
+        .build()
+}
+
+async fn record_event(store: &Store, event: SecurityEvent) -> Result<()> {
+    store
+        .append_events(&[event])
+        .await
+        .context("the change was made but its security event could not be recorded")
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map(clock::rfc3339).unwrap_or_else(|| "-".into())
+}
+
+/// Runs the CLI.
+pub async fn run(cli: Cli) -> Result<()> {
+    let data = DataDir::new(cli.data.clone());
+    let config = load_config(&cli, &data)?;
+    match cli.command {
+        Command::Serve(ref args) => run_serve(&cli, data, config, args).await,
+        Command::Init { force } => {
+            data.ensure()?;
+            let path = cli.config.clone().unwrap_or_else(|| data.config_file());
+            if path.exists() && !force {
+                bail!("{} exists; pass --force to overwrite it", path.display());
+            }
+            std::fs::write(&path, include_str!("../../../citadel.example.toml"))?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Schema) => {
+            print!("{}", citadel_policy::SCHEMA);
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Validate { ref dir, json }) => {
+            let dir = dir.clone().unwrap_or_else(|| data.policy_dir(&config));
+            match citadel_policy::PolicyEngine::load(&dir) {
+                Ok(engine) => {
+                    let count = engine.policy_origins().len();
+                    if json {
+                        print_json(&serde_json::json!({"valid": true, "policies": count, "problems": []}))?;
+                    } else {
+                        println!("{}: {count} policies valid", dir.display());
+                    }
+                    Ok(())
+                }
+                Err(problems) => {
+                    if json {
+                        let list: Vec<_> = problems
+                            .0
+                            .iter()
+                            .map(|p| serde_json::json!({"file": p.file, "line": p.line, "column": p.column, "reason": p.reason}))
+                            .collect();
+                        print_json(&serde_json::json!({"valid": false, "problems": list}))?;
+                        std::process::exit(1);
+                    }
+                    bail!("{problems}")
+                }
+            }
+        }
+        Command::Key(cmd) => {
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            run_key(&store, &data, cmd).await
+        }
+        Command::User(cmd) => {
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            run_user(&store, cmd).await
+        }
+        Command::Role(cmd) => {
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            run_role(&store, cmd).await
+        }
+        Command::Events(cmd) => {
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            run_events(&store, cmd).await
+        }
+    }
+}
+
+async fn run_key(store: &Store, data: &DataDir, cmd: KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::Create {
+            name,
+            roles,
+            user,
+            expires,
+            rpm,
+            tpm,
+            json,
+        } => {
+            let expires_in_ms = expires
+                .as_deref()
+                .map(clock::parse_duration)
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .map(|d| d.as_millis() as i64);
+            if rpm == Some(0) || tpm == Some(0) {
+                bail!("--rpm and --tpm must be at least 1");
+            }
+            let hasher = KeyHasher::new(data.key_hash_secret()?);
+            let (record, new) = citadel_identity::create_api_key(
+                store,
+                &hasher,
+                KeyRequest {
+                    name,
+                    roles,
+                    user,
+                    expires_in_ms,
+                    rpm: rpm.map(i64::from),
+                    tpm: tpm.map(i64::from),
+                },
+            )
+            .await?;
+            record_event(store, operator_event("keys.create", serde_json::json!({"type": "ApiKey", "uid": record.id, "name": record.name}))).await?;
+            if json {
+                let mut out = serde_json::to_value(&record)?;
+                out["secret"] = serde_json::Value::String(new.secret.to_string());
+                print_json(&out)?;
+            } else {
+                println!("id:      {}", record.id);
+                println!("secret:  {}", new.secret.as_str());
+                println!("roles:   {}", record.roles.join(","));
+                println!("expires: {}", when(record.expires_at));
+                eprintln!("The secret is shown once and not stored; keep it now.");
+            }
+            Ok(())
+        }
+        KeyCommand::List { json } => {
+            let keys = store.list_api_keys().await?;
+            if json {
+                for k in &keys {
+                    print_json(k)?;
+                }
+            } else {
+                println!("{:<17} {:<20} {:<20} {:<16} {:<25} {:<25} STATUS", "ID", "NAME", "OWNER", "ROLES", "EXPIRES", "LAST USED");
+                let now = clock::now_ms();
+                for k in &keys {
+                    let status = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.expires_at.is_some_and(|e| e <= now) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<17} {:<20} {:<20} {:<16} {:<25} {:<25} {status}",
+                        k.id,
+                        k.name,
+                        k.owner_name,
+                        k.roles.join(","),
+                        when(k.expires_at),
+                        when(k.last_used_at)
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeyCommand::Revoke { id, json } => {
+            let record = store.revoke_api_key(&id, clock::now_ms()).await?;
+            record_event_and_print(store, "keys.revoke", serde_json::json!({"type": "ApiKey", "uid": record.id}), &record, json, &format!("revoked key {}", record.id)).await
+        }
+    }
+}
+
+async fn record_event_and_print(
+    store: &Store,
+    operation: &str,
+    resource: serde_json::Value,
+    value: &impl serde::Serialize,
+    json: bool,
+    human: &str,
+) -> Result<()> {
+    record_event(store, operator_event(operation, resource)).await?;
+    if json {
+        print_json(value)
+    } else {
+        println!("{human}");
+        Ok(())
+    }
+}
+
+async fn run_user(store: &Store, cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Create { name, roles, json } => {
+            let user = citadel_identity::create_user(store, &name, roles).await?;
+            record_event_and_print(store, "users.create", serde_json::json!({"type": "User", "uid": user.id, "name": user.name}), &user, json, &format!("created user {} ({})", user.name, user.id)).await
+        }
+        UserCommand::List { json } => {
+            let users = store.list_users().await?;
+            if json {
+                for u in &users {
+                    print_json(u)?;
+                }
+            } else {
+                println!("{:<36} {:<24} {:<24} STATUS", "ID", "NAME", "ROLES");
+                for u in &users {
+                    println!("{:<36} {:<24} {:<24} {}", u.id, u.name, u.roles.join(","), if u.disabled { "disabled" } else { "active" });
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Disable { name, json } => {
+            let user = store.set_user_disabled(&name, true).await?;
+            record_event_and_print(store, "users.disable", serde_json::json!({"type": "User", "uid": user.id, "name": user.name}), &user, json, &format!("disabled user {}", user.name)).await
+        }
+    }
+}
+
+async fn run_role(store: &Store, cmd: RoleCommand) -> Result<()> {
+    match cmd {
+        RoleCommand::Create { name, description, json } => {
+            let role = citadel_identity::create_role(store, &name, &description).await?;
+            record_event_and_print(store, "roles.create", serde_json::json!({"type": "Role", "uid": role.name}), &role, json, &format!("created role {}", role.name)).await
+        }
+        RoleCommand::List { json } => {
+            let custom = store.list_roles().await?;
+            if json {
+                for r in citadel_core::BUILTIN_ROLES {
+                    print_json(&serde_json::json!({"name": r, "builtin": true}))?;
+                }
+                for r in &custom {
+                    print_json(r)?;
+                }
+            } else {
+                for r in citadel_core::BUILTIN_ROLES {
+                    println!("{r:<24} built in");
+                }
+                for r in &custom {
+                    println!("{:<24} {}", r.name, r.description);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_events(store: &Store, cmd: EventsCommand) -> Result<()> {
+    let EventsCommand::List {
+        since,
+        until,
+        principal,
+        class,
+        outcome,
+        limit,
+        json,
+    } = cmd;
+    let mut query = EventQuery {
+        since: since.as_deref().map(clock::parse_since).transpose().map_err(anyhow::Error::msg)?,
+        until: until.as_deref().map(clock::parse_since).transpose().map_err(anyhow::Error::msg)?,
+        principal,
+        class: class
+            .as_deref()
+            .map(|c| EventClass::parse(c).with_context(|| format!("unknown event type `{c}`; use authentication, account_change, http_activity or api_activity")))
+            .transpose()?,
+        outcome: match outcome.as_deref() {
+            None => None,
+            Some("success") => Some(Outcome::Success),
+            Some("failure") => Some(Outcome::Failure),
+            Some(other) => bail!("--outcome must be success or failure, not `{other}`"),
+        },
+        ..Default::default()
+    };
+    let mut left = if limit == 0 { u64::MAX } else { limit };
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        query.limit = Some(left.min(1000) as i64);
+        let (events, cursor) = store.query_events(&query).await?;
+        for e in &events {
+            if json {
+                writeln!(out, "{}", e.to_json_line())?;
+            } else {
+                let b = &e.body;
+                writeln!(
+                    out,
+                    "{}  {:<15} {:<8} {:<28} {:<22} {}",
+                    clock::rfc3339(e.time),
+                    e.class.name(),
+                    e.outcome.as_str(),
+                    e.principal.as_deref().unwrap_or("-"),
+                    b.pointer("/api/operation").or(b.pointer("/http_request/url/path")).and_then(|v| v.as_str()).unwrap_or("-"),
+                    b.pointer("/http_response/code").map(|c| c.to_string()).or(b.get("status_detail").and_then(|v| v.as_str()).map(str::to_owned)).unwrap_or_default()
+                )?;
+            }
+        }
+        left = left.saturating_sub(events.len() as u64);
+        match cursor {
+            Some(c) => query.after_seq = Some(c),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArgs) -> Result<()> {
+    if let Some(l) = args.listen {
+        config.gateway.listen = l;
+    }
+    if let Some(l) = args.admin_listen {
+        config.admin.listen = l;
+    }
+    let running = serve::start(ServeRequest {
+        data,
+        config,
+        database: cli.database.clone(),
+        demo: args.demo,
+    })
+    .await?;
+    let scheme = if running.gateway_tls { "https" } else { "http" };
+    let ca = running.ca_path.display().to_string();
+    eprintln!();
+    eprintln!("Citadel is running.");
+    eprintln!("  gateway:   {scheme}://{}", running.gateway_addr);
+    eprintln!("  admin API: https://{}  (OpenAPI at /openapi.json, metrics at /metrics)", running.admin_addr);
+    eprintln!("  clients trust the internal CA: {ca}");
+    if let Some(admin) = &running.bootstrap.admin {
+        eprintln!();
+        eprintln!("Bootstrap admin API key (shown once, keep it safe):");
+        eprintln!("  {admin}");
+    }
+    if let Some(demo) = &running.bootstrap.demo {
+        let host = if running.gateway_addr.ip().is_loopback() {
+            format!("localhost:{}", running.gateway_addr.port())
+        } else {
+            running.gateway_addr.to_string()
+        };
+        let cacert = if running.gateway_tls { format!("--cacert {ca} ") } else { String::new() };
+        eprintln!();
+        eprintln!("Demo API key (role developer; shown once):");
+        eprintln!("  {demo}");
+        eprintln!();
+        eprintln!("Try it:");
+        println!(
+            "curl {cacert}{scheme}://{host}/v1/chat/completions -H 'Authorization: Bearer {demo}' -H 'Content-Type: application/json' -d '{{\"model\":\"demo-chat\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello, Citadel\"}}]}}'"
+        );
+        let _ = std::io::stdout().flush();
+    }
+    eprintln!();
+    wait_for_signals(&running).await;
+    eprintln!("shutting down: finishing open requests and writing queued events");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signals(running: &serve::Running) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => running.reload_policies().await,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The data directory: where the embedded database, key files, internal CA
+//! and policies live. Created with mode 0700; secrets inside with 0600.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use citadel_store::Store;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+
+/// Paths inside the data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The directory at `root` (not created yet).
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// Creates the directory (0700) if missing.
+    pub fn ensure(&self) -> Result<()> {
+        if !self.root.exists() {
+            std::fs::create_dir_all(&self.root)
+                .with_context(|| format!("cannot create data directory {}", self.root.display()))?;
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Default config file.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("citadel.toml")
+    }
+
+    /// Internal CA and certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// The policy directory for `config`.
+    pub fn policy_dir(&self, config: &Config) -> PathBuf {
+        if config.policy.dir.is_absolute() {
+            config.policy.dir.clone()
+        } else {
+            self.root.join(&config.policy.dir)
+        }
+    }
+
+    /// The database URL: the flag, else the config, else SQLite here.
+    pub fn database_url(&self, flag: Option<&str>, config: &Config) -> String {
+        flag.map(str::to_owned)
+            .or_else(|| config.database.url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.root.join("citadel.db").display()))
+    }
+
+    /// The installation key API-key hashes are keyed with (created on first use).
+    pub fn key_hash_secret(&self) -> Result<Zeroizing<Vec<u8>>> {
+        citadel_crypto::load_or_create_secret(&self.root.join("keys").join("api-key-hash.key"), 32)
+            .context("API key hashing key")
+    }
+
+    /// Writes the default policies into the policy directory if it has none.
+    pub fn seed_policies(&self, dir: &Path) -> Result<()> {
+        let has_any = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+            })
+            .unwrap_or(false);
+        if has_any {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, text) in citadel_policy::DEFAULT_POLICIES {
+            std::fs::write(dir.join(name), text)?;
+        }
+        tracing::info!(dir = %dir.display(), "wrote the default policies");
+        Ok(())
+    }
+}
+
+/// Opens the store for a command, with a message that says what to check.
+pub async fn open_store(url: &str) -> Result<Store> {
+    Store::open(url)
+        .await
+        .with_context(|| format!("cannot open the database {}", citadel_store::redact_url(url)))
+}

@@ -1,0 +1,310 @@
+//! `citadel serve`: wires the rooms together and runs both listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use citadel_admin::AdminState;
+use citadel_audit::{EventSink, SinkConfig};
+use citadel_core::{EventClass, Outcome, SecurityEvent};
+use citadel_gateway::config::{ListenerConfig, Placement, UpstreamConfig, UpstreamKind};
+use citadel_gateway::metrics::GatewayMetrics;
+use citadel_gateway::server::{self, ListenerService, ServeOptions};
+use citadel_gateway::GatewayState;
+use citadel_identity::{KeyHasher, KeyRegistry, KeyRequest};
+use citadel_policy::PolicyEngine;
+use citadel_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, Durability};
+use crate::data_dir::{open_store, DataDir};
+
+/// What `serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServeRequest {
+    /// Data directory.
+    pub data: DataDir,
+    /// Loaded configuration.
+    pub config: Config,
+    /// `--database`.
+    pub database: Option<String>,
+    /// `--demo`.
+    pub demo: bool,
+}
+
+/// Keys made on first start, shown once.
+#[derive(Debug, Clone)]
+pub struct BootstrapKeys {
+    /// The bootstrap admin's key, if created now.
+    pub admin: Option<String>,
+    /// The demo developer key, with `--demo`.
+    pub demo: Option<String>,
+}
+
+/// A running Citadel.
+pub struct Running {
+    /// Gateway address.
+    pub gateway_addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// The CA certificate clients trust.
+    pub ca_path: PathBuf,
+    /// Keys to print.
+    pub bootstrap: BootstrapKeys,
+    /// Whether the gateway listener speaks TLS.
+    pub gateway_tls: bool,
+    /// The store (for tests and shutdown).
+    pub store: Store,
+    /// The sink (flushed at shutdown).
+    pub sink: Arc<EventSink>,
+    /// The policy engine (reload on SIGHUP).
+    pub policy: Arc<PolicyEngine>,
+    shutdown: watch::Sender<bool>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests finish, flushes the event queue.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for l in self.listeners {
+            let _ = l.await;
+        }
+        self.sink.flush().await;
+        self.store.close().await;
+    }
+
+    /// Reloads policies (SIGHUP), recording the outcome.
+    pub async fn reload_policies(&self) {
+        reload_policies(&self.policy, &self.sink).await;
+    }
+}
+
+/// A system event (no human actor) recorded durably, e.g. a policy reload.
+fn system_event(operation: &str, outcome: Outcome, detail: serde_json::Value) -> SecurityEvent {
+    SecurityEvent::builder(EventClass::ApiActivity, 99, "Other", outcome)
+        .actor_named("system", "citadel", "system")
+        .field("api", serde_json::json!({"operation": operation, "service": {"name": "citadel"}}))
+        .field("unmapped", detail)
+        .build()
+}
+
+async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
+    let event = match policy.reload() {
+        Ok(count) => {
+            tracing::info!(policies = count, "policies reloaded");
+            system_event("policies.reload", Outcome::Success, serde_json::json!({"policies": count}))
+        }
+        Err(problems) => {
+            tracing::error!("policy reload refused; the previous set stays in force:\n{problems}");
+            let list: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+            system_event("policies.reload", Outcome::Failure, serde_json::json!({"problems": list}))
+        }
+    };
+    if let Err(e) = sink.record_durable(event).await {
+        tracing::error!(error = %e, "could not record the policy reload");
+    }
+}
+
+fn tls_for(listener: &ListenerConfig, ca: &citadel_crypto::InternalCa) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if listener.insecure_http {
+        tracing::warn!(listen = %listener.listen, "insecure_http = true: this listener serves plain HTTP; credentials and data cross the network unencrypted");
+        return Ok(None);
+    }
+    let (chain, key) = match (&listener.tls_cert, &listener.tls_key) {
+        (Some(c), Some(k)) => (
+            std::fs::read_to_string(c).with_context(|| format!("tls_cert {}", c.display()))?,
+            zeroize::Zeroizing::new(std::fs::read_to_string(k).with_context(|| format!("tls_key {}", k.display()))?),
+        ),
+        _ => {
+            let issued = ca.issue_server_cert(&listener.tls_names)?;
+            (issued.chain_pem, issued.key_pem)
+        }
+    };
+    Ok(Some(citadel_crypto::server_config(&chain, &key)?))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what}; is another process using it? Choose another address with --{}", if what == "gateway" { "listen" } else { "admin-listen" })
+    })
+}
+
+/// Creates the bootstrap admin (first start) and, with `--demo`, a demo key.
+async fn bootstrap(store: &Store, hasher: &KeyHasher, demo: bool) -> Result<BootstrapKeys> {
+    let mut keys = BootstrapKeys { admin: None, demo: None };
+    if store.list_users().await?.is_empty() && store.list_api_keys().await?.is_empty() {
+        citadel_identity::create_user(store, "admin", vec!["admin".into()]).await?;
+        let (_, key) = citadel_identity::create_api_key(
+            store,
+            hasher,
+            KeyRequest {
+                name: "bootstrap-admin".into(),
+                roles: vec!["admin".into()],
+                user: Some("admin".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+        keys.admin = Some(key.secret.to_string());
+    }
+    if demo {
+        let (_, key) = citadel_identity::create_api_key(
+            store,
+            hasher,
+            KeyRequest {
+                name: "demo".into(),
+                roles: vec!["developer".into()],
+                expires_in_ms: Some(30 * 24 * 3_600_000),
+                ..Default::default()
+            },
+        )
+        .await?;
+        keys.demo = Some(key.secret.to_string());
+    }
+    Ok(keys)
+}
+
+/// Starts Citadel and returns once both listeners accept.
+pub async fn start(request: ServeRequest) -> Result<Running> {
+    let ServeRequest {
+        data,
+        mut config,
+        database,
+        demo,
+    } = request;
+    data.ensure()?;
+    let url = data.database_url(database.as_deref(), &config);
+    let store = open_store(&url).await?;
+
+    let registry = KeyRegistry::load(store.clone(), KeyHasher::new(data.key_hash_secret()?)).await?;
+    tokio::spawn(registry.clone().watch(Duration::from_millis(100)));
+
+    let policy_dir = data.policy_dir(&config);
+    data.seed_policies(&policy_dir)?;
+    let policy = match PolicyEngine::load(&policy_dir) {
+        Ok(p) => Arc::new(p),
+        Err(problems) => bail!("the policies in {} do not validate:\n{problems}", policy_dir.display()),
+    };
+
+    let durability = match config.audit.durability {
+        Durability::Durable => citadel_audit::Durability::Durable,
+        Durability::Async => {
+            tracing::warn!("audit.durability = \"async\": responses no longer wait for their decision event; a crash can lose queued events");
+            citadel_audit::Durability::Async
+        }
+    };
+    let sink = EventSink::start(
+        store.clone(),
+        SinkConfig {
+            durability,
+            ..Default::default()
+        },
+    );
+
+    {
+        let policy = policy.clone();
+        let sink = sink.clone();
+        let every = config.policy.poll_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if policy.changed_on_disk() {
+                    reload_policies(&policy, &sink).await;
+                }
+            }
+        });
+    }
+
+    if demo {
+        let addr = crate::demo::start_demo_upstream().await?;
+        config.upstream.push(UpstreamConfig {
+            name: "demo".into(),
+            url: format!("http://{addr}"),
+            kind: UpstreamKind::Openai,
+            models: crate::demo::DEMO_MODELS.iter().map(|m| m.to_string()).collect(),
+            prefix: None,
+            placement: Placement::OnPrem,
+            tls: Default::default(),
+            auth_token_env: None,
+            insecure_plaintext: false,
+        });
+        tracing::info!(%addr, "demo model server started");
+    }
+
+    let metrics = Arc::new(GatewayMetrics::default());
+    let gateway = GatewayState::new(
+        config.gateway_config(),
+        registry.clone(),
+        policy.clone(),
+        sink.clone(),
+        metrics.clone(),
+    )?;
+
+    let ca = citadel_crypto::InternalCa::load_or_create(&data.tls_dir())?;
+    let gateway_tls = tls_for(&config.gateway, &ca)?;
+    let admin_tls = tls_for(&config.admin, &ca)?;
+
+    let gateway_listener = bind(config.gateway.listen, "gateway").await?;
+    let admin_listener = bind(config.admin.listen, "admin API").await?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let limits = &config.limits;
+    let header_read_timeout = limits.request_timeout.min(limits.idle_timeout);
+    let gateway_options = ServeOptions {
+        tls: gateway_tls.clone(),
+        max_connections: limits.max_connections,
+        header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        metrics: Some(metrics.clone()),
+    };
+    let admin_options = ServeOptions {
+        tls: admin_tls,
+        max_connections: 256,
+        header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        metrics: None,
+    };
+    let gateway_service: ListenerService = citadel_gateway::gateway_service(gateway.clone());
+    let admin_service = citadel_admin::admin_service(AdminState {
+        store: store.clone(),
+        registry: registry.clone(),
+        policy: policy.clone(),
+        sink: sink.clone(),
+        gateway: gateway.clone(),
+        metrics,
+    });
+    let listeners = vec![
+        tokio::spawn(server::serve(gateway_listener, gateway_options, gateway_service, shutdown_rx.clone())),
+        tokio::spawn(server::serve(admin_listener, admin_options, admin_service, shutdown_rx)),
+    ];
+
+    let bootstrap = bootstrap(&store, registry.hasher(), demo).await?;
+    registry.refresh().await?;
+    sink.record_durable(system_event(
+        "serve.start",
+        Outcome::Success,
+        serde_json::json!({"gateway": gateway_addr.to_string(), "admin": admin_addr.to_string(), "database": store.backend_name()}),
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot record security events: {e}"))?;
+
+    Ok(Running {
+        gateway_addr,
+        admin_addr,
+        ca_path: ca.cert_path(),
+        bootstrap,
+        gateway_tls: gateway_tls.is_some(),
+        store,
+        sink,
+        policy,
+        shutdown,
+        listeners,
+    })
+}
