@@ -63,18 +63,24 @@ pub fn router(state: AdminState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(authenticated)
         .fallback(|| async {
-            AdminError::new(ErrorCode::RouteNotFound, "no such admin endpoint; see /openapi.json")
+            AdminError::new(
+                ErrorCode::RouteNotFound,
+                "no such admin endpoint; see /openapi.json",
+            )
         })
         .with_state(state)
 }
 
 fn request_info(req: &Request) -> RequestInfo {
-    req.extensions().get::<RequestInfo>().cloned().unwrap_or_else(|| RequestInfo {
-        id: uuid_v7(),
-        client: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        tls: false,
-        started: std::time::Instant::now(),
-    })
+    req.extensions()
+        .get::<RequestInfo>()
+        .cloned()
+        .unwrap_or_else(|| RequestInfo {
+            id: uuid_v7(),
+            client: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
+            started: std::time::Instant::now(),
+        })
 }
 
 fn uuid_v7() -> String {
@@ -119,7 +125,12 @@ async fn authenticate(State(state): State<AdminState>, mut req: Request, next: N
 }
 
 /// Decides an admin operation and records the decision durably first.
-async fn authorize(state: &AdminState, caller: &Caller, operation: &'static str, area: &str) -> Result<(), AdminError> {
+async fn authorize(
+    state: &AdminState,
+    caller: &Caller,
+    operation: &'static str,
+    area: &str,
+) -> Result<(), AdminError> {
     debug_assert!(ADMIN_OPERATIONS.contains(&operation));
     let facts = RequestFacts {
         source_ip: caller.info.client.ip(),
@@ -149,14 +160,25 @@ async fn authorize(state: &AdminState, caller: &Caller, operation: &'static str,
     }
     if !decision.allowed {
         tracing::info!(principal = %caller.principal.id, operation, "admin call denied by policy");
-        return Err(AdminError::new(ErrorCode::Forbidden, "your role is not permitted to do this"));
+        return Err(AdminError::new(
+            ErrorCode::Forbidden,
+            "your role is not permitted to do this",
+        ));
     }
     Ok(())
 }
 
 /// Records what a permitted change did (Account Change for identities).
-async fn record_change(state: &AdminState, caller: &Caller, operation: &str, resource: Value) -> Result<(), AdminError> {
-    let class = if operation.starts_with("users.") || operation.starts_with("keys.") || operation.starts_with("roles.") {
+async fn record_change(
+    state: &AdminState,
+    caller: &Caller,
+    operation: &str,
+    resource: Value,
+) -> Result<(), AdminError> {
+    let class = if operation.starts_with("users.")
+        || operation.starts_with("keys.")
+        || operation.starts_with("roles.")
+    {
         EventClass::AccountChange
     } else {
         EventClass::ApiActivity
@@ -167,17 +189,22 @@ async fn record_change(state: &AdminState, caller: &Caller, operation: &str, res
         Some("disable") => (5, "Disable"),
         _ => (99, "Other"),
     };
-    let event = citadel_core::SecurityEvent::builder(class, activity_id, activity, Outcome::Success)
-        .actor(&caller.principal)
-        .request_id(&caller.info.id)
-        .field("api", json!({"operation": operation, "service": {"name": "admin"}}))
-        .field("resources", json!([resource]))
-        .build();
-    state
-        .sink
-        .record_durable(event)
-        .await
-        .map_err(|_| AdminError::new(ErrorCode::AuditUnavailable, "the change was made but could not be recorded"))
+    let event =
+        citadel_core::SecurityEvent::builder(class, activity_id, activity, Outcome::Success)
+            .actor(&caller.principal)
+            .request_id(&caller.info.id)
+            .field(
+                "api",
+                json!({"operation": operation, "service": {"name": "admin"}}),
+            )
+            .field("resources", json!([resource]))
+            .build();
+    state.sink.record_durable(event).await.map_err(|_| {
+        AdminError::new(
+            ErrorCode::AuditUnavailable,
+            "the change was made but could not be recorded",
+        )
+    })
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
@@ -188,7 +215,11 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
 async fn health(State(state): State<AdminState>) -> Response {
     let healthy = state.sink.is_healthy();
     let body = json!({"status": if healthy { "ok" } else { "degraded" }, "audit": if healthy { "ok" } else { "unavailable" }});
-    let status = if healthy { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -196,18 +227,27 @@ async fn openapi() -> Response {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn metrics(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> Result<Response, AdminError> {
+async fn metrics(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, AdminError> {
     authorize(&state, &caller, "metrics.read", "metrics").await?;
     state.metrics.event_sink_lag.set(state.sink.lag());
     state.metrics.events_written.set(state.sink.written());
     Ok((
-        [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response())
 }
 
-async fn list_users(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+async fn list_users(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     authorize(&state, &caller, "users.list", "users").await?;
     Ok(Json(json!({"users": state.store.list_users().await?})))
 }
@@ -227,7 +267,13 @@ async fn create_user(
     authorize(&state, &caller, "users.create", "users").await?;
     let body = json_body(body)?;
     let user = citadel_identity::create_user(&state.store, &body.name, body.roles).await?;
-    record_change(&state, &caller, "users.create", json!({"type": "User", "uid": user.id, "name": user.name})).await?;
+    record_change(
+        &state,
+        &caller,
+        "users.create",
+        json!({"type": "User", "uid": user.id, "name": user.name}),
+    )
+    .await?;
     Ok(Json(json!(user)))
 }
 
@@ -239,11 +285,20 @@ async fn disable_user(
     authorize(&state, &caller, "users.disable", "users").await?;
     let user = state.store.set_user_disabled(&name, true).await?;
     refresh_credentials(&state).await;
-    record_change(&state, &caller, "users.disable", json!({"type": "User", "uid": user.id, "name": user.name})).await?;
+    record_change(
+        &state,
+        &caller,
+        "users.disable",
+        json!({"type": "User", "uid": user.id, "name": user.name}),
+    )
+    .await?;
     Ok(Json(json!(user)))
 }
 
-async fn list_roles(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+async fn list_roles(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     authorize(&state, &caller, "roles.list", "roles").await?;
     let custom = state.store.list_roles().await?;
     let builtin: Vec<Value> = citadel_core::BUILTIN_ROLES
@@ -269,11 +324,20 @@ async fn create_role(
     authorize(&state, &caller, "roles.create", "roles").await?;
     let body = json_body(body)?;
     let role = citadel_identity::create_role(&state.store, &body.name, &body.description).await?;
-    record_change(&state, &caller, "roles.create", json!({"type": "Role", "uid": role.name})).await?;
+    record_change(
+        &state,
+        &caller,
+        "roles.create",
+        json!({"type": "Role", "uid": role.name}),
+    )
+    .await?;
     Ok(Json(json!(role)))
 }
 
-async fn list_keys(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+async fn list_keys(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     authorize(&state, &caller, "keys.list", "keys").await?;
     Ok(Json(json!({"keys": state.store.list_api_keys().await?})))
 }
@@ -314,7 +378,10 @@ async fn create_key(
         .map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?
         .map(|d| d.as_millis() as i64);
     if body.rpm.is_some_and(|v| v < 1) || body.tpm.is_some_and(|v| v < 1) {
-        return Err(AdminError::new(ErrorCode::InvalidRequest, "rpm and tpm must be at least 1"));
+        return Err(AdminError::new(
+            ErrorCode::InvalidRequest,
+            "rpm and tpm must be at least 1",
+        ));
     }
     let (record, new) = citadel_identity::create_api_key(
         &state.store,
@@ -330,7 +397,13 @@ async fn create_key(
     )
     .await?;
     refresh_credentials(&state).await;
-    record_change(&state, &caller, "keys.create", json!({"type": "ApiKey", "uid": record.id, "name": record.name})).await?;
+    record_change(
+        &state,
+        &caller,
+        "keys.create",
+        json!({"type": "ApiKey", "uid": record.id, "name": record.name}),
+    )
+    .await?;
     let mut out = json!(record);
     out["secret"] = json!(new.secret.as_str());
     Ok(Json(out))
@@ -344,7 +417,13 @@ async fn revoke_key(
     authorize(&state, &caller, "keys.revoke", "keys").await?;
     let record = state.store.revoke_api_key(&id, clock::now_ms()).await?;
     refresh_credentials(&state).await;
-    record_change(&state, &caller, "keys.revoke", json!({"type": "ApiKey", "uid": record.id})).await?;
+    record_change(
+        &state,
+        &caller,
+        "keys.revoke",
+        json!({"type": "ApiKey", "uid": record.id}),
+    )
+    .await?;
     Ok(Json(json!(record)))
 }
 
@@ -354,7 +433,10 @@ async fn refresh_credentials(state: &AdminState) {
     }
 }
 
-async fn list_upstreams(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+async fn list_upstreams(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     authorize(&state, &caller, "upstreams.list", "upstreams").await?;
     let upstreams: Vec<Value> = state
         .gateway
@@ -375,7 +457,10 @@ async fn list_upstreams(State(state): State<AdminState>, Extension(caller): Exte
     Ok(Json(json!({"upstreams": upstreams})))
 }
 
-async fn list_policies(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+async fn list_policies(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     authorize(&state, &caller, "policies.read", "policies").await?;
     let policies: Vec<Value> = state
         .policy
@@ -383,7 +468,9 @@ async fn list_policies(State(state): State<AdminState>, Extension(caller): Exten
         .into_iter()
         .map(|(id, file)| json!({"id": id, "file": file}))
         .collect();
-    Ok(Json(json!({"directory": state.policy.dir().display().to_string(), "policies": policies})))
+    Ok(Json(
+        json!({"directory": state.policy.dir().display().to_string(), "policies": policies}),
+    ))
 }
 
 fn problems_json(problems: &citadel_policy::PolicyProblems) -> Vec<Value> {
@@ -394,7 +481,10 @@ fn problems_json(problems: &citadel_policy::PolicyProblems) -> Vec<Value> {
         .collect()
 }
 
-async fn validate_policies(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
+async fn validate_policies(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     authorize(&state, &caller, "policies.validate", "policies").await?;
     Ok(Json(match state.policy.check() {
         Ok(loaded) => json!({"valid": true, "policies": loaded.origins.len(), "problems": []}),
@@ -402,11 +492,20 @@ async fn validate_policies(State(state): State<AdminState>, Extension(caller): E
     }))
 }
 
-async fn reload_policies(State(state): State<AdminState>, Extension(caller): Extension<Caller>) -> Result<Response, AdminError> {
+async fn reload_policies(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, AdminError> {
     authorize(&state, &caller, "policies.reload", "policies").await?;
     match state.policy.reload() {
         Ok(count) => {
-            record_change(&state, &caller, "policies.reload", json!({"type": "PolicySet", "uid": "active", "data": {"policies": count}})).await?;
+            record_change(
+                &state,
+                &caller,
+                "policies.reload",
+                json!({"type": "PolicySet", "uid": "active", "data": {"policies": count}}),
+            )
+            .await?;
             Ok(Json(json!({"reloaded": true, "policies": count})).into_response())
         }
         Err(problems) => Err(AdminError::new(
@@ -460,8 +559,11 @@ async fn list_events(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
     authorize(&state, &caller, "events.read", "events").await?;
-    let query = parse_event_query(&params).map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?;
+    let query =
+        parse_event_query(&params).map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?;
     let (events, cursor) = state.store.query_events(&query).await?;
     let events: Vec<Value> = events.into_iter().map(|e| e.body).collect();
-    Ok(Json(json!({"events": events, "next_cursor": cursor.map(|c| c.to_string())})))
+    Ok(Json(
+        json!({"events": events, "next_cursor": cursor.map(|c| c.to_string())}),
+    ))
 }

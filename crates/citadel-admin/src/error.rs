@@ -8,7 +8,10 @@ use citadel_store::StoreError;
 /// A refused admin call, with optional structured details (e.g. the
 /// problems of a policy set) beside the error object.
 #[derive(Debug)]
-pub struct AdminError(pub ApiError, pub Option<(&'static str, serde_json::Value)>);
+pub struct AdminError(
+    pub ApiError,
+    pub Option<Box<(&'static str, serde_json::Value)>>,
+);
 
 impl AdminError {
     /// A refusal with a code and message.
@@ -18,19 +21,22 @@ impl AdminError {
 
     /// Adds a top-level field to the error body.
     pub fn with_detail(mut self, name: &'static str, value: serde_json::Value) -> Self {
-        self.1 = Some((name, value));
+        self.1 = Some(Box::new((name, value)));
         self
     }
 }
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut response = citadel_gateway::error_response(&self.0, None).map(axum::body::Body::new);
-        if let Some((name, value)) = self.1 {
+        let mut response =
+            citadel_gateway::error_response(&self.0, None).map(axum::body::Body::new);
+        if let Some(detail) = self.1 {
+            let (name, value) = *detail;
             let mut body: serde_json::Value =
                 serde_json::from_slice(&self.0.body(None)).unwrap_or_default();
             body[name] = value;
-            *response.body_mut() = axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
+            *response.body_mut() =
+                axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
         }
         response
     }
@@ -39,8 +45,12 @@ impl IntoResponse for AdminError {
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Self::new(ErrorCode::Conflict, format!("{what} already exists")),
-            StoreError::NotFound(what) => Self::new(ErrorCode::NotFound, format!("{what} does not exist")),
+            StoreError::Conflict(what) => {
+                Self::new(ErrorCode::Conflict, format!("{what} already exists"))
+            }
+            StoreError::NotFound(what) => {
+                Self::new(ErrorCode::NotFound, format!("{what} does not exist"))
+            }
             other => {
                 tracing::error!(error = %other, "admin API storage error");
                 Self::new(ErrorCode::Internal, "storage error; see the server log")

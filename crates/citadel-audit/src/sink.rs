@@ -51,7 +51,10 @@ pub enum SinkError {
 }
 
 enum Message {
-    Event(SecurityEvent, Option<oneshot::Sender<Result<(), SinkError>>>),
+    Event(
+        SecurityEvent,
+        Option<oneshot::Sender<Result<(), SinkError>>>,
+    ),
     Flush(oneshot::Sender<()>),
 }
 
@@ -207,7 +210,8 @@ async fn write_loop(
                 }
             }
         }
-        sink.written.fetch_add(events.len() as i64, Ordering::Relaxed);
+        sink.written
+            .fetch_add(events.len() as i64, Ordering::Relaxed);
         for ack in acks.drain(..) {
             let _ = ack.send(Ok(()));
         }
@@ -285,9 +289,15 @@ mod tests {
         let admin = Store::open(&url).await.unwrap();
         admin_exec(&admin, "CREATE TRIGGER block BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END").await;
         sink.record_queued(event(1)).unwrap();
-        assert_eq!(sink.record_durable(event(2)).await, Err(SinkError::Unavailable));
+        assert_eq!(
+            sink.record_durable(event(2)).await,
+            Err(SinkError::Unavailable)
+        );
         assert!(!sink.is_healthy());
-        assert_eq!(sink.record_durable(event(3)).await, Err(SinkError::Unavailable));
+        assert_eq!(
+            sink.record_durable(event(3)).await,
+            Err(SinkError::Unavailable)
+        );
 
         admin_exec(&admin, "DROP TRIGGER block").await;
         sink.flush().await;

@@ -210,7 +210,11 @@ impl EventBuilder {
 
     /// Blocked or allowed (`disposition_id`: 1 Allowed, 2 Blocked).
     pub fn disposition(self, allowed: bool) -> Self {
-        let (id, name) = if allowed { (1, "Allowed") } else { (2, "Blocked") };
+        let (id, name) = if allowed {
+            (1, "Allowed")
+        } else {
+            (2, "Blocked")
+        };
         self.field("disposition_id", Value::from(id))
             .field("disposition", Value::from(name))
     }

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -120,9 +120,10 @@ impl InternalCa {
                 Err(_) => Ok(SanType::DnsName(n.clone().try_into()?)),
             })
             .collect::<std::result::Result<_, rcgen::Error>>()?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -149,24 +150,37 @@ mod tests {
         let b = InternalCa::load_or_create(dir.path()).unwrap();
         assert_eq!(a.cert_pem(), b.cert_pem());
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join("ca-key.pem")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("ca-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn reloaded_ca_issues_certs_that_verify_against_the_original_ca_pem() {
         let dir = tempfile::tempdir().unwrap();
-        let original = InternalCa::load_or_create(dir.path()).unwrap().cert_pem().to_owned();
+        let original = InternalCa::load_or_create(dir.path())
+            .unwrap()
+            .cert_pem()
+            .to_owned();
         let reloaded = InternalCa::load_or_create(dir.path()).unwrap();
         let issued = reloaded
             .issue_server_cert(&["localhost".into(), "127.0.0.1".into()])
             .unwrap();
         crate::tls::verify_server_chain(&original, &issued.chain_pem, "localhost").unwrap();
         crate::tls::verify_server_chain(&original, &issued.chain_pem, "127.0.0.1").unwrap();
-        assert!(crate::tls::verify_server_chain(&original, &issued.chain_pem, "example.com").is_err());
+        assert!(
+            crate::tls::verify_server_chain(&original, &issued.chain_pem, "example.com").is_err()
+        );
 
         let other = tempfile::tempdir().unwrap();
         let foreign = InternalCa::load_or_create(other.path()).unwrap();
-        assert!(crate::tls::verify_server_chain(foreign.cert_pem(), &issued.chain_pem, "localhost").is_err());
+        assert!(crate::tls::verify_server_chain(
+            foreign.cert_pem(),
+            &issued.chain_pem,
+            "localhost"
+        )
+        .is_err());
     }
 }

@@ -39,7 +39,11 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Fails unless only the owner may read or write `path`.
 pub(crate) fn check_private(path: &Path) -> Result<()> {
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(CryptoError::LoosePermissions {
             path: path.display().to_string(),
@@ -90,7 +94,10 @@ mod tests {
         load_or_create_secret(&p, 32).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create_secret(&p, 32).unwrap_err();
-        assert!(matches!(err, CryptoError::LoosePermissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            CryptoError::LoosePermissions { mode: 0o644, .. }
+        ));
         assert!(err.to_string().contains("chmod 600"));
     }
 

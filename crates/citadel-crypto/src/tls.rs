@@ -94,15 +94,13 @@ pub(crate) fn verify_server_chain(ca_pem: &str, chain_pem: &str, name: &str) -> 
     for c in certs(ca_pem, "ca")? {
         roots.add(c)?;
     }
-    let verifier = WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(default_provider()),
-    )
-    .build()
-    .map_err(|e| CryptoError::Invalid {
-        path: "verifier".into(),
-        reason: e.to_string(),
-    })?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(default_provider()))
+            .build()
+            .map_err(|e| CryptoError::Invalid {
+                path: "verifier".into(),
+                reason: e.to_string(),
+            })?;
     let chain = certs(chain_pem, "chain")?;
     let server_name = ServerName::try_from(name.to_owned()).map_err(|e| CryptoError::Invalid {
         path: name.into(),

@@ -26,11 +26,16 @@ pub(crate) struct KeyLimits(pub(crate) RateLimit);
 
 /// The authenticate layer.
 pub fn layer(state: Arc<GatewayState>) -> StageLayer {
-    StageLayer::new("authenticate", state, |s, r, n| Box::pin(authenticate(s, r, n)))
+    StageLayer::new("authenticate", state, |s, r, n| {
+        Box::pin(authenticate(s, r, n))
+    })
 }
 
 /// Verifies the bearer API key in `headers`.
-pub fn verify_bearer(registry: &KeyRegistry, headers: &http::HeaderMap) -> Result<VerifiedKey, AuthFailure> {
+pub fn verify_bearer(
+    registry: &KeyRegistry,
+    headers: &http::HeaderMap,
+) -> Result<VerifiedKey, AuthFailure> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthFailure::Missing)?;
     if values.next().is_some() {
@@ -59,13 +64,19 @@ pub async fn refuse_credentials(
         Err(_) => ErrorCode::AuditUnavailable,
     };
     let message = match code {
-        ErrorCode::InvalidCredentials => "missing or invalid credentials; send `Authorization: Bearer <API key>`",
+        ErrorCode::InvalidCredentials => {
+            "missing or invalid credentials; send `Authorization: Bearer <API key>`"
+        }
         _ => "security events cannot be recorded right now, so requests are refused",
     };
     error_response(&ApiError::new(code, message), Some(&view.info.id))
 }
 
-async fn authenticate(state: Arc<GatewayState>, mut req: GatewayRequest, next: Next) -> GatewayResponse {
+async fn authenticate(
+    state: Arc<GatewayState>,
+    mut req: GatewayRequest,
+    next: Next,
+) -> GatewayResponse {
     let (info, trail) = info_and_trail(&req);
     match verify_bearer(&state.registry, req.headers()) {
         Ok(key) => {

@@ -24,11 +24,16 @@ pub fn layer(state: Arc<GatewayState>) -> StageLayer {
 
 async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> GatewayResponse {
     let (info, trail) = info_and_trail(&req);
-    let (Some(principal), Some(target)) = (trail.snapshot().principal, req.extensions().get::<Target>().cloned())
-    else {
+    let (Some(principal), Some(target)) = (
+        trail.snapshot().principal,
+        req.extensions().get::<Target>().cloned(),
+    ) else {
         // Unreachable with the layers in order; deny rather than assume.
         trail.update(|t| t.error = Some(ErrorCode::Forbidden));
-        return error_response(&ApiError::new(ErrorCode::Forbidden, "not permitted"), Some(&info.id));
+        return error_response(
+            &ApiError::new(ErrorCode::Forbidden, "not permitted"),
+            Some(&info.id),
+        );
     };
     let facts = RequestFacts {
         source_ip: info.client.ip(),
@@ -53,7 +58,9 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
             serde_json::json!({"type": "Route", "uid": upstream.prefix(), "owner": {"name": upstream.config.name}}),
         ),
     };
-    let decision = state.policy.authorize(&principal, action, &resource, &facts);
+    let decision = state
+        .policy
+        .authorize(&principal, action, &resource, &facts);
     let action_name = match action {
         Action::InvokeModel => "invoke_model",
         Action::CallRoute => "call_route",
@@ -92,7 +99,10 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         tracing::info!(request_id = %info.id, principal = %principal.id, policies = ?decision.policies, "request denied by policy");
         trail.update(|t| t.error = Some(ErrorCode::Forbidden));
         return error_response(
-            &ApiError::new(ErrorCode::Forbidden, "your role is not permitted to do this"),
+            &ApiError::new(
+                ErrorCode::Forbidden,
+                "your role is not permitted to do this",
+            ),
             Some(&info.id),
         );
     }

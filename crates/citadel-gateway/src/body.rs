@@ -16,7 +16,9 @@ pub type GatewayResponse = Response<GatewayBody>;
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A JSON response.

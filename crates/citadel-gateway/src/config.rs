@@ -225,11 +225,7 @@ fn is_loopback_url(url: &http::Uri) -> bool {
 }
 
 /// The OpenAI-compatible paths Citadel routes by model.
-pub const OPENAI_PATHS: &[&str] = &[
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-];
+pub const OPENAI_PATHS: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
 impl GatewayConfig {
     /// Checks cross-field rules serde cannot: unique names, one upstream per
@@ -268,7 +264,10 @@ impl GatewayConfig {
             match u.kind {
                 UpstreamKind::Openai => {
                     if u.models.is_empty() {
-                        return problem(format!("{at}.models"), "an openai upstream must list the models it serves".into());
+                        return problem(
+                            format!("{at}.models"),
+                            "an openai upstream must list the models it serves".into(),
+                        );
                     }
                     for m in &u.models {
                         if let Some(other) = models.insert(m.clone(), u.name.clone()) {
@@ -281,25 +280,41 @@ impl GatewayConfig {
                 }
                 UpstreamKind::Http => {
                     let Some(p) = &u.prefix else {
-                        return problem(format!("{at}.prefix"), "an http upstream needs a path prefix such as \"/data-api\"".into());
+                        return problem(
+                            format!("{at}.prefix"),
+                            "an http upstream needs a path prefix such as \"/data-api\"".into(),
+                        );
                     };
-                    if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.starts_with("/v1") {
+                    if !p.starts_with('/')
+                        || p.len() < 2
+                        || p.ends_with('/')
+                        || p.starts_with("/v1")
+                    {
                         return problem(
                             format!("{at}.prefix"),
                             "must start with `/`, not end with `/`, and not be under /v1".into(),
                         );
                     }
                     if !prefixes.insert(p.clone()) {
-                        return problem(format!("{at}.prefix"), format!("prefix {p} is used twice"));
+                        return problem(
+                            format!("{at}.prefix"),
+                            format!("prefix {p} is used twice"),
+                        );
                     }
                 }
             }
             if u.tls.client_cert.is_some() != u.tls.client_key.is_some() {
-                return problem(format!("{at}.tls"), "client_cert and client_key go together".into());
+                return problem(
+                    format!("{at}.tls"),
+                    "client_cert and client_key go together".into(),
+                );
             }
         }
         if self.listener.tls_cert.is_some() != self.listener.tls_key.is_some() {
-            return problem("gateway.tls_cert".into(), "tls_cert and tls_key go together".into());
+            return problem(
+                "gateway.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            );
         }
         Ok(())
     }

@@ -75,7 +75,11 @@ impl RequestView<'_> {
 
 /// A refused credential (Authentication 3002, Logon, Failure). The reason
 /// is recorded for investigators; the client only hears `invalid_credentials`.
-pub fn authentication_failed(view: &RequestView<'_>, failure: AuthFailure, service: &str) -> SecurityEvent {
+pub fn authentication_failed(
+    view: &RequestView<'_>,
+    failure: AuthFailure,
+    service: &str,
+) -> SecurityEvent {
     let (src, req) = view.fields();
     SecurityEvent::builder(EventClass::Authentication, 1, "Logon", Outcome::Failure)
         .request_id(&view.info.id)
@@ -101,13 +105,20 @@ pub fn authorization_decision(
 ) -> SecurityEvent {
     let (src, req) = view.fields();
     let (activity_id, activity) = api_activity(view.method);
-    let outcome = if allowed { Outcome::Success } else { Outcome::Failure };
+    let outcome = if allowed {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
     SecurityEvent::builder(EventClass::ApiActivity, activity_id, activity, outcome)
         .actor(principal)
         .request_id(&view.info.id)
         .field("src_endpoint", src)
         .field("http_request", req)
-        .field("api", json!({"operation": action, "service": {"name": service}}))
+        .field(
+            "api",
+            json!({"operation": action, "service": {"name": service}}),
+        )
         .field("resources", json!([resource]))
         .field(
             "policy",
@@ -132,7 +143,11 @@ pub fn http_outcome(
 ) -> SecurityEvent {
     let (src, req) = view.fields();
     let (activity_id, activity) = http_activity(view.method);
-    let outcome = if status < 400 { Outcome::Success } else { Outcome::Failure };
+    let outcome = if status < 400 {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
     let mut b = SecurityEvent::builder(EventClass::HttpActivity, activity_id, activity, outcome)
         .request_id(&view.info.id)
         .field("src_endpoint", src)

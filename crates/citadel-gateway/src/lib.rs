@@ -37,7 +37,9 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-pub use body::{error_response, full, json_response, BoxError, GatewayBody, GatewayRequest, GatewayResponse};
+pub use body::{
+    error_response, full, json_response, BoxError, GatewayBody, GatewayRequest, GatewayResponse,
+};
 pub use state::{BuildError, GatewayState};
 
 /// The whole data-plane stack as one service.

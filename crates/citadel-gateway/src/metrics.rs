@@ -66,7 +66,11 @@ impl Default for GatewayMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("citadel");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests by route, upstream and decision", requests.clone());
+        registry.register(
+            "requests",
+            "Requests by route, upstream and decision",
+            requests.clone(),
+        );
         let gateway_added_seconds = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
         registry.register(
             "gateway_added_seconds",
@@ -82,7 +86,11 @@ impl Default for GatewayMetrics {
             upstream_seconds.clone(),
         );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
-        registry.register("upstream_errors", "Upstream failures by kind", upstream_errors.clone());
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by kind",
+            upstream_errors.clone(),
+        );
         let event_sink_lag = Gauge::default();
         registry.register(
             "event_sink_lag",
@@ -96,7 +104,11 @@ impl Default for GatewayMetrics {
             events_written.clone(),
         );
         let open_connections = Gauge::default();
-        registry.register("open_connections", "Open client connections", open_connections.clone());
+        registry.register(
+            "open_connections",
+            "Open client connections",
+            open_connections.clone(),
+        );
         let refused_connections = Counter::default();
         registry.register(
             "refused_connections",

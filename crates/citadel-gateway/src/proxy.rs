@@ -128,7 +128,10 @@ async fn forward(state: Arc<GatewayState>, req: GatewayRequest) -> GatewayRespon
     if let Ok(v) = HeaderValue::from_str(&client_ip) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if info.tls { "https" } else { "http" }));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+    );
     let forwarded_for = if info.client.is_ipv6() {
         format!("\"[{client_ip}]\"")
     } else {
@@ -136,7 +139,10 @@ async fn forward(state: Arc<GatewayState>, req: GatewayRequest) -> GatewayRespon
     };
     let mut forwarded = format!("for={forwarded_for};proto={proto}");
     if let Some(host) = &original_host {
-        if host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',') {
+        if host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+        {
             forwarded.push_str(&format!(";host=\"{host}\""));
             if let Ok(v) = HeaderValue::from_str(host) {
                 headers.insert("x-forwarded-host", v);
@@ -236,11 +242,20 @@ const MAX_SCAN: usize = 1 << 20;
 
 fn total_tokens(v: &serde_json::Value) -> Option<u64> {
     let usage = v.get("usage")?;
-    usage.get("total_tokens").and_then(|t| t.as_u64()).or_else(|| {
-        let p = usage.get("prompt_tokens").and_then(|t| t.as_u64()).unwrap_or(0);
-        let c = usage.get("completion_tokens").and_then(|t| t.as_u64()).unwrap_or(0);
-        (p + c > 0).then_some(p + c)
-    })
+    usage
+        .get("total_tokens")
+        .and_then(|t| t.as_u64())
+        .or_else(|| {
+            let p = usage
+                .get("prompt_tokens")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(0);
+            let c = usage
+                .get("completion_tokens")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(0);
+            (p + c > 0).then_some(p + c)
+        })
 }
 
 impl UsageScanner {
@@ -391,11 +406,20 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));

@@ -155,7 +155,11 @@ pub fn layer(state: Arc<GatewayState>) -> StageLayer {
     StageLayer::new("ratelimit", state, |s, r, n| Box::pin(limit(s, r, n)))
 }
 
-async fn limit(state: Arc<GatewayState>, mut req: GatewayRequest, next: Next) -> crate::GatewayResponse {
+async fn limit(
+    state: Arc<GatewayState>,
+    mut req: GatewayRequest,
+    next: Next,
+) -> crate::GatewayResponse {
     let (info, trail) = info_and_trail(&req);
     let t = trail.snapshot();
     let (Some(principal), Some(key_id)) = (t.principal, t.key_id) else {
@@ -179,7 +183,8 @@ async fn limit(state: Arc<GatewayState>, mut req: GatewayRequest, next: Next) ->
         e.retry_after = Some(retry_after);
         return error_response(&e, Some(&info.id));
     }
-    req.extensions_mut().insert(RequestBudgets(Arc::new(budgets)));
+    req.extensions_mut()
+        .insert(RequestBudgets(Arc::new(budgets)));
     call_next(next, req).await
 }
 
@@ -190,7 +195,15 @@ mod tests {
     #[test]
     fn requests_per_minute_are_enforced_per_budget() {
         let limiter = RateLimiter::new(RateLimitConfig::default());
-        let budgets = limiter.budgets("k", RateLimit { rpm: Some(3), tpm: None }, "p", None);
+        let budgets = limiter.budgets(
+            "k",
+            RateLimit {
+                rpm: Some(3),
+                tpm: None,
+            },
+            "p",
+            None,
+        );
         let t0 = 10 * 60_000; // start of a minute
         for _ in 0..3 {
             limiter.admit(&budgets, t0).unwrap();
@@ -199,7 +212,15 @@ mod tests {
         assert_eq!(name, "key:k");
         assert_eq!(retry, 59);
         // Another key is unaffected.
-        let other = limiter.budgets("k2", RateLimit { rpm: Some(3), tpm: None }, "p", None);
+        let other = limiter.budgets(
+            "k2",
+            RateLimit {
+                rpm: Some(3),
+                tpm: None,
+            },
+            "p",
+            None,
+        );
         limiter.admit(&other, t0 + 1000).unwrap();
         // Well into the next minute the previous minute's weight has decayed.
         limiter.admit(&budgets, t0 + 60_000 + 50_000).unwrap();
@@ -208,7 +229,15 @@ mod tests {
     #[test]
     fn sliding_window_stops_boundary_bursts() {
         let limiter = RateLimiter::new(RateLimitConfig::default());
-        let budgets = limiter.budgets("k", RateLimit { rpm: Some(10), tpm: None }, "p", None);
+        let budgets = limiter.budgets(
+            "k",
+            RateLimit {
+                rpm: Some(10),
+                tpm: None,
+            },
+            "p",
+            None,
+        );
         let end_of_minute = 60_000 * 5 + 59_000;
         for _ in 0..10 {
             limiter.admit(&budgets, end_of_minute).unwrap();
@@ -220,7 +249,13 @@ mod tests {
     #[test]
     fn tokens_per_minute_block_after_the_budget_is_spent() {
         let mut config = RateLimitConfig::default();
-        config.per_model.insert("m".into(), RateLimit { rpm: None, tpm: Some(100) });
+        config.per_model.insert(
+            "m".into(),
+            RateLimit {
+                rpm: None,
+                tpm: Some(100),
+            },
+        );
         let limiter = RateLimiter::new(config);
         let budgets = limiter.budgets("k", RateLimit::default(), "p", Some("m"));
         assert_eq!(budgets.len(), 1);

@@ -174,6 +174,12 @@ impl Drop for RecordBody {
             // hyper may drop a body it has fully sent without polling to the
             // end (known length); that is complete too.
             let complete = self.finished || self.inner.is_end_stream();
+            // Drop the inner body first so the layers below finish their
+            // accounting (token usage) before the outcome is written.
+            drop(std::mem::replace(
+                &mut self.inner,
+                crate::full(Bytes::new()),
+            ));
             o.emit(self.bytes, complete);
         }
     }

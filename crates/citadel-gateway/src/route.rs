@@ -57,7 +57,12 @@ pub fn layer(state: Arc<GatewayState>) -> StageLayer {
     StageLayer::new("route", state, |s, r, n| Box::pin(route(s, r, n)))
 }
 
-fn refuse(trail: &Trail, info: &RequestInfo, code: ErrorCode, message: impl Into<String>) -> GatewayResponse {
+fn refuse(
+    trail: &Trail,
+    info: &RequestInfo,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> GatewayResponse {
     trail.update(|t| t.error = Some(code));
     error_response(&ApiError::new(code, message), Some(&info.id))
 }
@@ -88,7 +93,12 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
     if path == "/v1/models" {
         trail.update(|t| t.route = Some(path.clone()));
         if req.method() != Method::GET {
-            return refuse(&trail, &info, ErrorCode::MethodNotAllowed, "use GET /v1/models");
+            return refuse(
+                &trail,
+                &info,
+                ErrorCode::MethodNotAllowed,
+                "use GET /v1/models",
+            );
         }
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         drop(req);
@@ -97,14 +107,21 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
     if OPENAI_PATHS.contains(&path.as_str()) {
         trail.update(|t| t.route = Some(path.clone()));
         if req.method() != Method::POST {
-            return refuse(&trail, &info, ErrorCode::MethodNotAllowed, format!("use POST {path}"));
+            return refuse(
+                &trail,
+                &info,
+                ErrorCode::MethodNotAllowed,
+                format!("use POST {path}"),
+            );
         }
         let (parts, body) = req.into_parts();
         let bytes = match read_body(&state, &info, body).await {
             Ok(b) => b,
             Err(code) => {
                 let message = match code {
-                    ErrorCode::RequestTimeout => "the request body did not arrive in time".to_owned(),
+                    ErrorCode::RequestTimeout => {
+                        "the request body did not arrive in time".to_owned()
+                    }
                     ErrorCode::PayloadTooLarge => format!(
                         "request body exceeds {} bytes",
                         state.config.limits.max_body_bytes
@@ -118,12 +135,29 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
             Ok(serde_json::Value::Object(map)) => match map.get("model") {
                 Some(serde_json::Value::String(m)) => m.clone(),
                 _ => {
-                    return refuse(&trail, &info, ErrorCode::InvalidJson, "the body must name a `model` (string)")
+                    return refuse(
+                        &trail,
+                        &info,
+                        ErrorCode::InvalidJson,
+                        "the body must name a `model` (string)",
+                    )
                 }
             },
-            Ok(_) => return refuse(&trail, &info, ErrorCode::InvalidJson, "the body must be a JSON object"),
+            Ok(_) => {
+                return refuse(
+                    &trail,
+                    &info,
+                    ErrorCode::InvalidJson,
+                    "the body must be a JSON object",
+                )
+            }
             Err(e) => {
-                return refuse(&trail, &info, ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+                return refuse(
+                    &trail,
+                    &info,
+                    ErrorCode::InvalidJson,
+                    format!("the body is not valid JSON: {e}"),
+                )
             }
         };
         let Some(upstream) = state.upstream_for_model(&model).cloned() else {
@@ -139,7 +173,8 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
             t.upstream = Some(upstream.config.name.clone());
         });
         let mut req = http::Request::from_parts(parts, full(bytes));
-        req.extensions_mut().insert(Target::Model { upstream, model });
+        req.extensions_mut()
+            .insert(Target::Model { upstream, model });
         return call_next(next, req).await;
     }
     if let Some(upstream) = state.upstream_for_path(&path).cloned() {
@@ -151,7 +186,12 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
         req.extensions_mut().insert(Target::Route { upstream });
         return call_next(next, req).await;
     }
-    refuse(&trail, &info, ErrorCode::RouteNotFound, format!("no route for {path}"))
+    refuse(
+        &trail,
+        &info,
+        ErrorCode::RouteNotFound,
+        format!("no route for {path}"),
+    )
 }
 
 async fn list_models(
@@ -162,7 +202,12 @@ async fn list_models(
     trail: &Trail,
 ) -> GatewayResponse {
     let Some(principal) = trail.snapshot().principal else {
-        return refuse(trail, info, ErrorCode::InvalidCredentials, "authentication required");
+        return refuse(
+            trail,
+            info,
+            ErrorCode::InvalidCredentials,
+            "authentication required",
+        );
     };
     let facts = RequestFacts {
         source_ip: info.client.ip(),
@@ -209,7 +254,12 @@ async fn list_models(
         "gateway",
     );
     if state.sink.record(event).await.is_err() {
-        return refuse(trail, info, ErrorCode::AuditUnavailable, "security events cannot be recorded right now");
+        return refuse(
+            trail,
+            info,
+            ErrorCode::AuditUnavailable,
+            "security events cannot be recorded right now",
+        );
     }
     trail.update(|t| t.policies = policies);
     json_response(

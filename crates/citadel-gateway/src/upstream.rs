@@ -40,7 +40,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +62,12 @@ impl Upstream {
             reason,
         };
         let options = ClientTlsOptions {
-            ca_pem: config.tls.ca.as_deref().map(|p| read(p, &name)).transpose()?,
+            ca_pem: config
+                .tls
+                .ca
+                .as_deref()
+                .map(|p| read(p, &name))
+                .transpose()?,
             client_chain_pem: config
                 .tls
                 .client_cert
@@ -111,7 +118,10 @@ impl Upstream {
                 placement: config.placement.as_str().to_owned(),
             },
             scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTPS),
-            authority: uri.authority().cloned().ok_or_else(|| tls_error("URL has no host".into()))?,
+            authority: uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| tls_error("URL has no host".into()))?,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             client,
             auth,

@@ -42,7 +42,8 @@ async fn check_roles(store: &Store, roles: &[String]) -> Result<(), AccountError
     }
     let custom = store.list_roles().await?;
     for role in roles {
-        let known = BUILTIN_ROLES.contains(&role.as_str()) || custom.iter().any(|r| &r.name == role);
+        let known =
+            BUILTIN_ROLES.contains(&role.as_str()) || custom.iter().any(|r| &r.name == role);
         if !known {
             return Err(AccountError::UnknownRole(role.clone()));
         }
@@ -186,11 +187,17 @@ mod tests {
         // Wrong secret with the right id.
         let mut wrong = new.secret.to_string();
         wrong.replace_range(wrong.len() - 4.., "AAAA");
-        assert_eq!(registry.verify(&wrong, now).unwrap_err(), AuthFailure::WrongSecret);
+        assert_eq!(
+            registry.verify(&wrong, now).unwrap_err(),
+            AuthFailure::WrongSecret
+        );
 
         store.revoke_api_key(&rec.id, now).await.unwrap();
         registry.refresh_if_changed().await.unwrap();
-        assert_eq!(registry.verify(&new.secret, now).unwrap_err(), AuthFailure::Revoked);
+        assert_eq!(
+            registry.verify(&new.secret, now).unwrap_err(),
+            AuthFailure::Revoked
+        );
 
         let (_, short) = create_api_key(
             &store,
@@ -207,11 +214,15 @@ mod tests {
         registry.refresh_if_changed().await.unwrap();
         assert!(registry.verify(&short.secret, now_ms()).is_ok());
         assert_eq!(
-            registry.verify(&short.secret, now_ms() + 2_000).unwrap_err(),
+            registry
+                .verify(&short.secret, now_ms() + 2_000)
+                .unwrap_err(),
             AuthFailure::Expired
         );
 
-        let alice = create_user(&store, "alice", vec!["developer".into()]).await.unwrap();
+        let alice = create_user(&store, "alice", vec!["developer".into()])
+            .await
+            .unwrap();
         let (_, hers) = create_api_key(
             &store,
             registry.hasher(),
@@ -225,13 +236,24 @@ mod tests {
         .await
         .unwrap();
         registry.refresh_if_changed().await.unwrap();
-        assert_eq!(registry.verify(&hers.secret, now).unwrap().principal.id, alice.id);
+        assert_eq!(
+            registry.verify(&hers.secret, now).unwrap().principal.id,
+            alice.id
+        );
         store.set_user_disabled("alice", true).await.unwrap();
         registry.refresh_if_changed().await.unwrap();
-        assert_eq!(registry.verify(&hers.secret, now).unwrap_err(), AuthFailure::OwnerDisabled);
+        assert_eq!(
+            registry.verify(&hers.secret, now).unwrap_err(),
+            AuthFailure::OwnerDisabled
+        );
 
         registry.flush_last_used().await.unwrap();
-        assert!(store.get_api_key(&short.id).await.unwrap().last_used_at.is_some());
+        assert!(store
+            .get_api_key(&short.id)
+            .await
+            .unwrap()
+            .last_used_at
+            .is_some());
     }
 
     #[tokio::test]
@@ -251,11 +273,18 @@ mod tests {
             create_user(&store, "bad name!", vec!["admin".into()]).await,
             Err(AccountError::InvalidName(_))
         ));
-        assert!(matches!(create_user(&store, "bob", vec![]).await, Err(AccountError::NoRole)));
+        assert!(matches!(
+            create_user(&store, "bob", vec![]).await,
+            Err(AccountError::NoRole)
+        ));
         assert!(store.list_api_keys().await.unwrap().is_empty());
         assert!(store.list_users().await.unwrap().is_empty());
-        create_role(&store, "analyst", "reads reports").await.unwrap();
-        create_user(&store, "carol", vec!["analyst".into()]).await.unwrap();
+        create_role(&store, "analyst", "reads reports")
+            .await
+            .unwrap();
+        create_user(&store, "carol", vec!["analyst".into()])
+            .await
+            .unwrap();
         assert!(create_role(&store, "admin", "").await.is_err());
     }
 }

@@ -81,7 +81,9 @@ pub(crate) fn parse_id(presented: &str) -> Option<&str> {
     let rest = presented.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
-        && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && secret.len() == SECRET_LEN
         && secret
             .bytes()

@@ -119,7 +119,9 @@ impl KeyRegistry {
             .collect();
         let mut map = HashMap::new();
         for k in self.store.list_api_keys().await? {
-            let Some(hash) = hex::decode(&k.hash).ok().and_then(|h| <[u8; 32]>::try_from(h).ok())
+            let Some(hash) = hex::decode(&k.hash)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
             else {
                 tracing::error!(key_id = %k.id, "stored key hash is corrupt; key refused");
                 continue;
@@ -187,7 +189,9 @@ impl KeyRegistry {
         if entry.owner_disabled {
             return Err(AuthFailure::OwnerDisabled);
         }
-        self.last_used.lock().insert(entry.verified.key_id.clone(), now);
+        self.last_used
+            .lock()
+            .insert(entry.verified.key_id.clone(), now);
         Ok(entry.verified.clone())
     }
 

@@ -114,7 +114,9 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("PolicyEngine")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -262,7 +264,7 @@ impl PolicyEngine {
             )
             .map_err(|e| e.to_string())?,
         );
-        let upstream_entity = |u: &UpstreamFacts| {
+        let upstream_entity = |u: &UpstreamFacts| -> Result<Entity, String> {
             Entity::new(
                 uid("Citadel::Upstream", &u.name),
                 HashMap::from([
@@ -271,11 +273,12 @@ impl PolicyEngine {
                 ]),
                 HashSet::new(),
             )
+            .map_err(|e| e.to_string())
         };
         let resource_uid = match resource {
             Resource::Model { name, upstream } => {
                 let id = uid("Citadel::Model", name);
-                entities.push(upstream_entity(upstream).map_err(|e| e.to_string())?);
+                entities.push(upstream_entity(upstream)?);
                 entities.push(
                     Entity::new(
                         id.clone(),
@@ -288,7 +291,7 @@ impl PolicyEngine {
             }
             Resource::Route { prefix, upstream } => {
                 let id = uid("Citadel::Route", prefix);
-                entities.push(upstream_entity(upstream).map_err(|e| e.to_string())?);
+                entities.push(upstream_entity(upstream)?);
                 entities.push(
                     Entity::new(
                         id.clone(),

@@ -25,7 +25,10 @@ pub const SCHEMA: &str = include_str!("../../../policies/citadel.cedarschema");
 /// folder: `(file name, contents)`.
 pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
     ("admin.cedar", include_str!("../../../policies/admin.cedar")),
-    ("gateway.cedar", include_str!("../../../policies/gateway.cedar")),
+    (
+        "gateway.cedar",
+        include_str!("../../../policies/gateway.cedar"),
+    ),
 ];
 
 /// The admin operations, each a Cedar action in `admin_read` or `admin_write`.

@@ -42,7 +42,10 @@ fn schema_and_default_policies_validate() {
     let dir = tempfile::tempdir().unwrap();
     write_defaults(dir.path());
     let engine = PolicyEngine::load(dir.path()).unwrap();
-    assert!(engine.policy_origins().iter().any(|(id, _)| id == "admin-all"));
+    assert!(engine
+        .policy_origins()
+        .iter()
+        .any(|(id, _)| id == "admin-all"));
 }
 
 #[test]
@@ -51,7 +54,10 @@ fn default_policies_grant_by_role_and_deny_the_rest() {
     write_defaults(dir.path());
     let engine = PolicyEngine::load(dir.path()).unwrap();
     let up = upstream("on_prem");
-    let model = Resource::Model { name: "llama", upstream: &up };
+    let model = Resource::Model {
+        name: "llama",
+        upstream: &up,
+    };
     let d = engine.authorize(&who(&["developer"]), Action::InvokeModel, &model, &facts());
     assert!(d.allowed);
     assert_eq!(d.policies, vec!["developers-invoke-models"]);
@@ -61,14 +67,72 @@ fn default_policies_grant_by_role_and_deny_the_rest() {
     assert_eq!(d.policies, vec!["default-deny"]);
 
     let keys = Resource::AdminApi("keys");
-    assert!(engine.authorize(&who(&["auditor"]), Action::Admin("keys.list"), &keys, &facts()).allowed);
-    assert!(!engine.authorize(&who(&["auditor"]), Action::Admin("keys.create"), &keys, &facts()).allowed);
-    assert!(engine.authorize(&who(&["operator"]), Action::Admin("keys.create"), &keys, &facts()).allowed);
+    assert!(
+        engine
+            .authorize(
+                &who(&["auditor"]),
+                Action::Admin("keys.list"),
+                &keys,
+                &facts()
+            )
+            .allowed
+    );
+    assert!(
+        !engine
+            .authorize(
+                &who(&["auditor"]),
+                Action::Admin("keys.create"),
+                &keys,
+                &facts()
+            )
+            .allowed
+    );
+    assert!(
+        engine
+            .authorize(
+                &who(&["operator"]),
+                Action::Admin("keys.create"),
+                &keys,
+                &facts()
+            )
+            .allowed
+    );
     let roles = Resource::AdminApi("roles");
-    assert!(!engine.authorize(&who(&["operator"]), Action::Admin("roles.create"), &roles, &facts()).allowed);
-    assert!(engine.authorize(&who(&["admin"]), Action::Admin("roles.create"), &roles, &facts()).allowed);
-    assert!(!engine.authorize(&who(&["developer"]), Action::Admin("keys.list"), &keys, &facts()).allowed);
-    assert!(!engine.authorize(&who(&[]), Action::InvokeModel, &model, &facts()).allowed);
+    assert!(
+        !engine
+            .authorize(
+                &who(&["operator"]),
+                Action::Admin("roles.create"),
+                &roles,
+                &facts()
+            )
+            .allowed
+    );
+    assert!(
+        engine
+            .authorize(
+                &who(&["admin"]),
+                Action::Admin("roles.create"),
+                &roles,
+                &facts()
+            )
+            .allowed
+    );
+    assert!(
+        !engine
+            .authorize(
+                &who(&["developer"]),
+                Action::Admin("keys.list"),
+                &keys,
+                &facts()
+            )
+            .allowed
+    );
+    assert!(
+        !engine
+            .authorize(&who(&[]), Action::InvokeModel, &model, &facts())
+            .allowed
+    );
 }
 
 #[test]
@@ -77,7 +141,12 @@ fn every_admin_operation_is_in_the_schema() {
     write_defaults(dir.path());
     let engine = PolicyEngine::load(dir.path()).unwrap();
     for op in ADMIN_OPERATIONS {
-        let d = engine.authorize(&who(&["admin"]), Action::Admin(op), &Resource::AdminApi("x"), &facts());
+        let d = engine.authorize(
+            &who(&["admin"]),
+            Action::Admin(op),
+            &Resource::AdminApi("x"),
+            &facts(),
+        );
         assert!(d.allowed && d.errors.is_empty(), "{op}: {d:?}");
     }
 }
@@ -100,10 +169,24 @@ forbid (principal, action, resource) when { context.source_ip.isInRange(ip("10.0
     let engine = PolicyEngine::load(dir.path()).unwrap();
     let dev = who(&["developer"]);
     let (on, ext) = (upstream("on_prem"), upstream("external"));
-    let on_prem = Resource::Model { name: "m", upstream: &on };
-    let external = Resource::Model { name: "m", upstream: &ext };
-    assert!(engine.authorize(&dev, Action::InvokeModel, &on_prem, &facts()).allowed);
-    assert!(!engine.authorize(&dev, Action::InvokeModel, &external, &facts()).allowed);
+    let on_prem = Resource::Model {
+        name: "m",
+        upstream: &on,
+    };
+    let external = Resource::Model {
+        name: "m",
+        upstream: &ext,
+    };
+    assert!(
+        engine
+            .authorize(&dev, Action::InvokeModel, &on_prem, &facts())
+            .allowed
+    );
+    assert!(
+        !engine
+            .authorize(&dev, Action::InvokeModel, &external, &facts())
+            .allowed
+    );
     let lan = RequestFacts {
         source_ip: "10.1.2.3".parse().unwrap(),
         ..facts()
@@ -147,8 +230,16 @@ fn schema_violations_report_the_policy_position() {
 fn duplicate_ids_and_empty_dirs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(PolicyEngine::load(dir.path()).is_err());
-    std::fs::write(dir.path().join("a.cedar"), "@id(\"x\")\npermit (principal, action, resource);").unwrap();
-    std::fs::write(dir.path().join("b.cedar"), "\n@id(\"x\")\nforbid (principal, action, resource);").unwrap();
+    std::fs::write(
+        dir.path().join("a.cedar"),
+        "@id(\"x\")\npermit (principal, action, resource);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.cedar"),
+        "\n@id(\"x\")\nforbid (principal, action, resource);",
+    )
+    .unwrap();
     let problems = PolicyEngine::load(dir.path()).unwrap_err();
     assert_eq!(problems.0[0].file, "b.cedar");
     assert_eq!(problems.0[0].line, 2);
@@ -160,14 +251,29 @@ fn failed_reload_keeps_the_set_in_force() {
     write_defaults(dir.path());
     let engine = PolicyEngine::load(dir.path()).unwrap();
     let up = upstream("on_prem");
-    let model = Resource::Model { name: "m", upstream: &up };
+    let model = Resource::Model {
+        name: "m",
+        upstream: &up,
+    };
     let dev = who(&["developer"]);
-    assert!(engine.authorize(&dev, Action::InvokeModel, &model, &facts()).allowed);
+    assert!(
+        engine
+            .authorize(&dev, Action::InvokeModel, &model, &facts())
+            .allowed
+    );
 
-    std::fs::write(dir.path().join("gateway.cedar"), "permit (principal action resource);").unwrap();
+    std::fs::write(
+        dir.path().join("gateway.cedar"),
+        "permit (principal action resource);",
+    )
+    .unwrap();
     assert!(engine.changed_on_disk());
     assert!(engine.reload().is_err());
-    assert!(engine.authorize(&dev, Action::InvokeModel, &model, &facts()).allowed);
+    assert!(
+        engine
+            .authorize(&dev, Action::InvokeModel, &model, &facts())
+            .allowed
+    );
 
     std::fs::write(
         dir.path().join("gateway.cedar"),

@@ -145,7 +145,11 @@ impl Store {
             out.push(event);
             last_seq = Some(seq);
         }
-        let cursor = if rows.len() as i64 == limit { last_seq } else { None };
+        let cursor = if rows.len() as i64 == limit {
+            last_seq
+        } else {
+            None
+        };
         Ok((out, cursor))
     }
 

@@ -109,14 +109,13 @@ impl Store {
     /// Revokes a key (idempotent: the first revocation time is kept).
     pub async fn revoke_api_key(&self, id: &str, at: i64) -> Result<ApiKeyRecord> {
         let mut tx = self.pool().begin().await?;
-        let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if changed == 0 {
             return Err(StoreError::NotFound(format!("api key {id}")));
         }

@@ -184,10 +184,31 @@ pub mod testing {
     pub async fn fresh_postgres_database(base_url: &str) -> String {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
-        let name = format!("citadel_test_{}", uuid::Uuid::new_v4().simple());
+        let now = citadel_core::clock::now_ms() / 1000;
+        let name = format!("citadel_test_{now}_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::AnyConnection::connect(base_url)
             .await
             .expect("connect to CITADEL_TEST_PG");
+        // Drop what earlier runs left behind (older than an hour), so test
+        // databases do not pile up on a long-lived server.
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'citadel\\_test\\_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        for db in old {
+            let created = db
+                .split('_')
+                .nth(2)
+                .and_then(|t| t.parse::<i64>().ok())
+                .unwrap_or(0);
+            if now - created > 3600 {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
         sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
@@ -196,7 +217,9 @@ pub mod testing {
             Some(q) => base_url.split_at(q),
             None => (base_url, ""),
         };
-        let cut = head.rfind('/').filter(|&i| i > head.find("://").unwrap_or(0) + 2);
+        let cut = head
+            .rfind('/')
+            .filter(|&i| i > head.find("://").unwrap_or(0) + 2);
         match cut {
             Some(i) => format!("{}/{}{}", &head[..i], name, tail),
             None => format!("{head}/{name}{tail}"),

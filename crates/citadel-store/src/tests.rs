@@ -59,7 +59,10 @@ async fn users_and_roles(s: &Store) {
         created_at: 3,
     };
     s.create_role(&role).await.unwrap();
-    assert!(matches!(s.create_role(&role).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.create_role(&role).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.list_roles().await.unwrap(), vec![role]);
 }
 
@@ -71,7 +74,10 @@ async fn api_keys(s: &Store) {
     assert_eq!(revoked.revoked_at, Some(50));
     assert!(s.enforcement_version().await.unwrap() > v);
     // A second revocation keeps the first time.
-    assert_eq!(s.revoke_api_key("k1", 70).await.unwrap().revoked_at, Some(50));
+    assert_eq!(
+        s.revoke_api_key("k1", 70).await.unwrap().revoked_at,
+        Some(50)
+    );
     assert!(matches!(
         s.revoke_api_key("nope", 1).await,
         Err(StoreError::NotFound(_))
@@ -128,7 +134,11 @@ async fn events_append_query_and_page(s: &Store) {
             None => break,
         }
     }
-    let expected: Vec<_> = batch.iter().filter(|e| e.principal.as_deref() == Some("b")).cloned().collect();
+    let expected: Vec<_> = batch
+        .iter()
+        .filter(|e| e.principal.as_deref() == Some("b"))
+        .cloned()
+        .collect();
     assert_eq!(seen, expected);
 
     let (none, _) = s
@@ -142,7 +152,9 @@ async fn events_append_query_and_page(s: &Store) {
 }
 
 async fn events_are_append_only(s: &Store) {
-    s.append_events(&[event("a", Outcome::Success)]).await.unwrap();
+    s.append_events(&[event("a", Outcome::Success)])
+        .await
+        .unwrap();
     let update = sqlx::query("UPDATE events SET outcome = 'failure'")
         .execute(s.pool())
         .await;

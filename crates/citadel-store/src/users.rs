@@ -65,9 +65,10 @@ impl Store {
 
     /// All users, by name.
     pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
-        let rows = sqlx::query("SELECT id, name, roles, disabled, created_at FROM users ORDER BY name")
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, name, roles, disabled, created_at FROM users ORDER BY name")
+                .fetch_all(self.pool())
+                .await?;
         rows.iter().map(user_from_row).collect()
     }
 
@@ -117,9 +118,10 @@ impl Store {
 
     /// All roles, by name.
     pub async fn list_roles(&self) -> Result<Vec<RoleRecord>> {
-        let rows = sqlx::query("SELECT name, description, builtin, created_at FROM roles ORDER BY name")
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, description, builtin, created_at FROM roles ORDER BY name")
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(RoleRecord {

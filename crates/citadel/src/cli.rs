@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
 use citadel_core::{clock, EventClass, Outcome, SecurityEvent};
 use citadel_identity::{KeyHasher, KeyRequest};
 use citadel_store::{EventQuery, Store};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::data_dir::{open_store, DataDir};
@@ -23,7 +23,12 @@ use crate::serve::{self, ServeRequest};
 #[command(name = "citadel", version, about, long_about)]
 pub struct Cli {
     /// Data directory (database, keys, internal CA, policies).
-    #[arg(long, global = true, env = "CITADEL_DATA", default_value = "./citadel-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "CITADEL_DATA",
+        default_value = "./citadel-data"
+    )]
     pub data: PathBuf,
     /// Config file [default: DATA/citadel.toml if present].
     #[arg(long, global = true, env = "CITADEL_CONFIG")]
@@ -239,11 +244,19 @@ fn operator_event(operation: &str, resource: serde_json::Value) -> SecurityEvent
         Some("disable") => (5, "Disable"),
         _ => (99, "Other"),
     };
-    SecurityEvent::builder(EventClass::AccountChange, activity_id, activity, Outcome::Success)
-        .actor_named(&format!("cli:{user}"), &user, "operator")
-        .field("api", serde_json::json!({"operation": operation, "service": {"name": "cli"}}))
-        .field("resources", serde_json::json!([resource]))
-        .build()
+    SecurityEvent::builder(
+        EventClass::AccountChange,
+        activity_id,
+        activity,
+        Outcome::Success,
+    )
+    .actor_named(&format!("cli:{user}"), &user, "operator")
+    .field(
+        "api",
+        serde_json::json!({"operation": operation, "service": {"name": "cli"}}),
+    )
+    .field("resources", serde_json::json!([resource]))
+    .build()
 }
 
 async fn record_event(store: &Store, event: SecurityEvent) -> Result<()> {
@@ -290,7 +303,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Ok(engine) => {
                     let count = engine.policy_origins().len();
                     if json {
-                        print_json(&serde_json::json!({"valid": true, "policies": count, "problems": []}))?;
+                        print_json(
+                            &serde_json::json!({"valid": true, "policies": count, "problems": []}),
+                        )?;
                     } else {
                         println!("{}: {count} policies valid", dir.display());
                     }
@@ -363,7 +378,14 @@ async fn run_key(store: &Store, data: &DataDir, cmd: KeyCommand) -> Result<()> {
                 },
             )
             .await?;
-            record_event(store, operator_event("keys.create", serde_json::json!({"type": "ApiKey", "uid": record.id, "name": record.name}))).await?;
+            record_event(
+                store,
+                operator_event(
+                    "keys.create",
+                    serde_json::json!({"type": "ApiKey", "uid": record.id, "name": record.name}),
+                ),
+            )
+            .await?;
             if json {
                 let mut out = serde_json::to_value(&record)?;
                 out["secret"] = serde_json::Value::String(new.secret.to_string());
@@ -384,7 +406,10 @@ async fn run_key(store: &Store, data: &DataDir, cmd: KeyCommand) -> Result<()> {
                     print_json(k)?;
                 }
             } else {
-                println!("{:<17} {:<20} {:<20} {:<16} {:<25} {:<25} STATUS", "ID", "NAME", "OWNER", "ROLES", "EXPIRES", "LAST USED");
+                println!(
+                    "{:<17} {:<20} {:<20} {:<16} {:<25} {:<25} STATUS",
+                    "ID", "NAME", "OWNER", "ROLES", "EXPIRES", "LAST USED"
+                );
                 let now = clock::now_ms();
                 for k in &keys {
                     let status = if k.revoked_at.is_some() {
@@ -409,7 +434,15 @@ async fn run_key(store: &Store, data: &DataDir, cmd: KeyCommand) -> Result<()> {
         }
         KeyCommand::Revoke { id, json } => {
             let record = store.revoke_api_key(&id, clock::now_ms()).await?;
-            record_event_and_print(store, "keys.revoke", serde_json::json!({"type": "ApiKey", "uid": record.id}), &record, json, &format!("revoked key {}", record.id)).await
+            record_event_and_print(
+                store,
+                "keys.revoke",
+                serde_json::json!({"type": "ApiKey", "uid": record.id}),
+                &record,
+                json,
+                &format!("revoked key {}", record.id),
+            )
+            .await
         }
     }
 }
@@ -435,7 +468,15 @@ async fn run_user(store: &Store, cmd: UserCommand) -> Result<()> {
     match cmd {
         UserCommand::Create { name, roles, json } => {
             let user = citadel_identity::create_user(store, &name, roles).await?;
-            record_event_and_print(store, "users.create", serde_json::json!({"type": "User", "uid": user.id, "name": user.name}), &user, json, &format!("created user {} ({})", user.name, user.id)).await
+            record_event_and_print(
+                store,
+                "users.create",
+                serde_json::json!({"type": "User", "uid": user.id, "name": user.name}),
+                &user,
+                json,
+                &format!("created user {} ({})", user.name, user.id),
+            )
+            .await
         }
         UserCommand::List { json } => {
             let users = store.list_users().await?;
@@ -446,23 +487,49 @@ async fn run_user(store: &Store, cmd: UserCommand) -> Result<()> {
             } else {
                 println!("{:<36} {:<24} {:<24} STATUS", "ID", "NAME", "ROLES");
                 for u in &users {
-                    println!("{:<36} {:<24} {:<24} {}", u.id, u.name, u.roles.join(","), if u.disabled { "disabled" } else { "active" });
+                    println!(
+                        "{:<36} {:<24} {:<24} {}",
+                        u.id,
+                        u.name,
+                        u.roles.join(","),
+                        if u.disabled { "disabled" } else { "active" }
+                    );
                 }
             }
             Ok(())
         }
         UserCommand::Disable { name, json } => {
             let user = store.set_user_disabled(&name, true).await?;
-            record_event_and_print(store, "users.disable", serde_json::json!({"type": "User", "uid": user.id, "name": user.name}), &user, json, &format!("disabled user {}", user.name)).await
+            record_event_and_print(
+                store,
+                "users.disable",
+                serde_json::json!({"type": "User", "uid": user.id, "name": user.name}),
+                &user,
+                json,
+                &format!("disabled user {}", user.name),
+            )
+            .await
         }
     }
 }
 
 async fn run_role(store: &Store, cmd: RoleCommand) -> Result<()> {
     match cmd {
-        RoleCommand::Create { name, description, json } => {
+        RoleCommand::Create {
+            name,
+            description,
+            json,
+        } => {
             let role = citadel_identity::create_role(store, &name, &description).await?;
-            record_event_and_print(store, "roles.create", serde_json::json!({"type": "Role", "uid": role.name}), &role, json, &format!("created role {}", role.name)).await
+            record_event_and_print(
+                store,
+                "roles.create",
+                serde_json::json!({"type": "Role", "uid": role.name}),
+                &role,
+                json,
+                &format!("created role {}", role.name),
+            )
+            .await
         }
         RoleCommand::List { json } => {
             let custom = store.list_roles().await?;
@@ -529,8 +596,17 @@ async fn run_events(store: &Store, cmd: EventsCommand) -> Result<()> {
                     e.class.name(),
                     e.outcome.as_str(),
                     e.principal.as_deref().unwrap_or("-"),
-                    b.pointer("/api/operation").or(b.pointer("/http_request/url/path")).and_then(|v| v.as_str()).unwrap_or("-"),
-                    b.pointer("/http_response/code").map(|c| c.to_string()).or(b.get("status_detail").and_then(|v| v.as_str()).map(str::to_owned)).unwrap_or_default()
+                    b.pointer("/api/operation")
+                        .or(b.pointer("/http_request/url/path"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("-"),
+                    b.pointer("/http_response/code")
+                        .map(|c| c.to_string())
+                        .or(b
+                            .get("status_detail")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_owned))
+                        .unwrap_or_default()
                 )?;
             }
         }
@@ -562,7 +638,10 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
     eprintln!();
     eprintln!("Citadel is running.");
     eprintln!("  gateway:   {scheme}://{}", running.gateway_addr);
-    eprintln!("  admin API: https://{}  (OpenAPI at /openapi.json, metrics at /metrics)", running.admin_addr);
+    eprintln!(
+        "  admin API: https://{}  (OpenAPI at /openapi.json, metrics at /metrics)",
+        running.admin_addr
+    );
     eprintln!("  clients trust the internal CA: {ca}");
     if let Some(admin) = &running.bootstrap.admin {
         eprintln!();
@@ -575,7 +654,11 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
         } else {
             running.gateway_addr.to_string()
         };
-        let cacert = if running.gateway_tls { format!("--cacert {ca} ") } else { String::new() };
+        let cacert = if running.gateway_tls {
+            format!("--cacert {ca} ")
+        } else {
+            String::new()
+        };
         eprintln!();
         eprintln!("Demo API key (role developer; shown once):");
         eprintln!("  {demo}");
@@ -595,7 +678,10 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
 
 async fn wait_for_signals(running: &serve::Running) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use citadel_gateway::config::{GatewayConfig, Limits, ListenerConfig, RateLimitConfig, UpstreamConfig};
+use citadel_gateway::config::{
+    GatewayConfig, Limits, ListenerConfig, RateLimitConfig, UpstreamConfig,
+};
 use serde::Deserialize;
 
 /// `citadel.toml`.
@@ -199,14 +201,16 @@ placement = "on_prem"
 
     #[test]
     fn syntax_errors_name_file_and_line() {
-        let e = Config::parse("[gateway]\nlisten = \"127.0.0.1:1\"\n\n[limits\n", "c.toml").unwrap_err();
+        let e = Config::parse("[gateway]\nlisten = \"127.0.0.1:1\"\n\n[limits\n", "c.toml")
+            .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.to_string().starts_with("c.toml:4:"));
     }
 
     #[test]
     fn unknown_settings_and_bad_values_are_refused() {
-        let e = Config::parse("[gateway]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", "c.toml").unwrap_err();
+        let e = Config::parse("[gateway]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", "c.toml")
+            .unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.reason.contains("lisen"));
         let e = Config::parse("[limits]\nrequest_timeout = \"soon\"\n", "c.toml").unwrap_err();
@@ -233,7 +237,9 @@ placement = "on_prem"
         let e = Config::parse(text, "c.toml").unwrap_err();
         assert_eq!(e.line, 9, "{e}");
         assert!(e.reason.contains("insecure_plaintext"), "{e}");
-        let dup = text.replace("\"n\"", "\"m\"").replace("10.1.1.1", "127.0.0.1");
+        let dup = text
+            .replace("\"n\"", "\"m\"")
+            .replace("10.1.1.1", "127.0.0.1");
         let e = Config::parse(&dup, "c.toml").unwrap_err();
         assert!(e.reason.contains("already served"), "{e}");
     }

@@ -92,7 +92,10 @@ impl DataDir {
 
 /// Opens the store for a command, with a message that says what to check.
 pub async fn open_store(url: &str) -> Result<Store> {
-    Store::open(url)
-        .await
-        .with_context(|| format!("cannot open the database {}", citadel_store::redact_url(url)))
+    Store::open(url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            citadel_store::redact_url(url)
+        )
+    })
 }

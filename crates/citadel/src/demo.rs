@@ -8,11 +8,11 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::body::Bytes;
-use axum::http::StatusCode;
 use axum::{Json, Router};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -38,7 +38,8 @@ fn last_user_message(body: &Value) -> String {
 
 fn answer_for(prompt: &str) -> String {
     if prompt.is_empty() {
-        "Hello from Citadel's demo model. Your request was authenticated, authorized and recorded.".into()
+        "Hello from Citadel's demo model. Your request was authenticated, authorized and recorded."
+            .into()
     } else {
         format!(
             "Hello from Citadel's demo model. You said: \"{prompt}\". This answer passed through the gateway, which authenticated, authorized and recorded your request."
@@ -61,20 +62,22 @@ async fn models() -> Json<Value> {
 
 /// Parses the body as JSON whatever its content type (like most model
 /// servers), answering 400 with an OpenAI-style error otherwise.
-fn parse(body: &Bytes) -> Result<Value, Response> {
+fn parse(body: &Bytes) -> Result<Value, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        (
+        Box::new(
+            (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": {"message": format!("invalid JSON: {e}"), "type": "invalid_request_error"}})),
         )
-            .into_response()
+                .into_response(),
+        )
     })
 }
 
 async fn chat(body: Bytes) -> Response {
     let body = match parse(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let model = body["model"].as_str().unwrap_or("demo-chat").to_owned();
     let prompt = last_user_message(&body);
@@ -119,7 +122,7 @@ async fn chat(body: Bytes) -> Response {
 async fn completions(body: Bytes) -> Response {
     let body = match parse(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let prompt = last_user_message(&body);
     let answer = answer_for(&prompt);
@@ -144,11 +147,14 @@ fn embed(text: &str) -> Vec<f64> {
 async fn embeddings(body: Bytes) -> Response {
     let body = match parse(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect(),
         _ => vec![],
     };
     let tokens: usize = inputs.iter().map(|i| i.split_whitespace().count()).sum();

@@ -87,7 +87,10 @@ impl Running {
 fn system_event(operation: &str, outcome: Outcome, detail: serde_json::Value) -> SecurityEvent {
     SecurityEvent::builder(EventClass::ApiActivity, 99, "Other", outcome)
         .actor_named("system", "citadel", "system")
-        .field("api", serde_json::json!({"operation": operation, "service": {"name": "citadel"}}))
+        .field(
+            "api",
+            serde_json::json!({"operation": operation, "service": {"name": "citadel"}}),
+        )
         .field("unmapped", detail)
         .build()
 }
@@ -96,12 +99,20 @@ async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
     let event = match policy.reload() {
         Ok(count) => {
             tracing::info!(policies = count, "policies reloaded");
-            system_event("policies.reload", Outcome::Success, serde_json::json!({"policies": count}))
+            system_event(
+                "policies.reload",
+                Outcome::Success,
+                serde_json::json!({"policies": count}),
+            )
         }
         Err(problems) => {
             tracing::error!("policy reload refused; the previous set stays in force:\n{problems}");
             let list: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
-            system_event("policies.reload", Outcome::Failure, serde_json::json!({"problems": list}))
+            system_event(
+                "policies.reload",
+                Outcome::Failure,
+                serde_json::json!({"problems": list}),
+            )
         }
     };
     if let Err(e) = sink.record_durable(event).await {
@@ -109,7 +120,10 @@ async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
     }
 }
 
-fn tls_for(listener: &ListenerConfig, ca: &citadel_crypto::InternalCa) -> Result<Option<Arc<rustls::ServerConfig>>> {
+fn tls_for(
+    listener: &ListenerConfig,
+    ca: &citadel_crypto::InternalCa,
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
     if listener.insecure_http {
         tracing::warn!(listen = %listener.listen, "insecure_http = true: this listener serves plain HTTP; credentials and data cross the network unencrypted");
         return Ok(None);
@@ -117,7 +131,9 @@ fn tls_for(listener: &ListenerConfig, ca: &citadel_crypto::InternalCa) -> Result
     let (chain, key) = match (&listener.tls_cert, &listener.tls_key) {
         (Some(c), Some(k)) => (
             std::fs::read_to_string(c).with_context(|| format!("tls_cert {}", c.display()))?,
-            zeroize::Zeroizing::new(std::fs::read_to_string(k).with_context(|| format!("tls_key {}", k.display()))?),
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(k).with_context(|| format!("tls_key {}", k.display()))?,
+            ),
         ),
         _ => {
             let issued = ca.issue_server_cert(&listener.tls_names)?;
@@ -135,7 +151,10 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 
 /// Creates the bootstrap admin (first start) and, with `--demo`, a demo key.
 async fn bootstrap(store: &Store, hasher: &KeyHasher, demo: bool) -> Result<BootstrapKeys> {
-    let mut keys = BootstrapKeys { admin: None, demo: None };
+    let mut keys = BootstrapKeys {
+        admin: None,
+        demo: None,
+    };
     if store.list_users().await?.is_empty() && store.list_api_keys().await?.is_empty() {
         citadel_identity::create_user(store, "admin", vec!["admin".into()]).await?;
         let (_, key) = citadel_identity::create_api_key(
@@ -180,14 +199,18 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     let url = data.database_url(database.as_deref(), &config);
     let store = open_store(&url).await?;
 
-    let registry = KeyRegistry::load(store.clone(), KeyHasher::new(data.key_hash_secret()?)).await?;
+    let registry =
+        KeyRegistry::load(store.clone(), KeyHasher::new(data.key_hash_secret()?)).await?;
     tokio::spawn(registry.clone().watch(Duration::from_millis(100)));
 
     let policy_dir = data.policy_dir(&config);
     data.seed_policies(&policy_dir)?;
     let policy = match PolicyEngine::load(&policy_dir) {
         Ok(p) => Arc::new(p),
-        Err(problems) => bail!("the policies in {} do not validate:\n{problems}", policy_dir.display()),
+        Err(problems) => bail!(
+            "the policies in {} do not validate:\n{problems}",
+            policy_dir.display()
+        ),
     };
 
     let durability = match config.audit.durability {
@@ -226,7 +249,10 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             name: "demo".into(),
             url: format!("http://{addr}"),
             kind: UpstreamKind::Openai,
-            models: crate::demo::DEMO_MODELS.iter().map(|m| m.to_string()).collect(),
+            models: crate::demo::DEMO_MODELS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             prefix: None,
             placement: Placement::OnPrem,
             tls: Default::default(),
@@ -281,8 +307,18 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         metrics,
     });
     let listeners = vec![
-        tokio::spawn(server::serve(gateway_listener, gateway_options, gateway_service, shutdown_rx.clone())),
-        tokio::spawn(server::serve(admin_listener, admin_options, admin_service, shutdown_rx)),
+        tokio::spawn(server::serve(
+            gateway_listener,
+            gateway_options,
+            gateway_service,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(server::serve(
+            admin_listener,
+            admin_options,
+            admin_service,
+            shutdown_rx,
+        )),
     ];
 
     let bootstrap = bootstrap(&store, registry.hasher(), demo).await?;

@@ -1,0 +1,356 @@
+//! The admin API: authenticated, authorized by Cedar, recorded.
+
+use std::collections::HashSet;
+
+use citadel_core::EventClass;
+use serde_json::{json, Value};
+
+use crate::support::{code_of, upstream_config, Citadel, Upstream};
+
+#[tokio::test]
+async fn admin_calls_are_authenticated_authorized_and_recorded() {
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start(&upstream_config(addr)).await;
+    let keys = format!("{}/api/v1/keys", c.admin);
+
+    let (s, code, _) = code_of(c.client.get(&keys).send().await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (401, "invalid_credentials"));
+
+    let (_, auditor) = c.key("auditor", json!({})).await;
+    let (_, developer) = c.key("developer", json!({})).await;
+    assert_eq!(
+        c.client
+            .get(&keys)
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = c
+        .client
+        .post(&keys)
+        .bearer_auth(&auditor)
+        .json(&json!({"name": "x", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, code, _) = code_of(r).await;
+    assert_eq!((s, code.as_str()), (403, "forbidden"));
+    let (s, _, _) = code_of(
+        c.client
+            .get(&keys)
+            .bearer_auth(&developer)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // Listing never shows secrets or hashes.
+    let v: Value = c
+        .client
+        .get(&keys)
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = v.to_string();
+    assert!(
+        !text.contains("ctd_") && !text.contains("\"hash\""),
+        "{text}"
+    );
+
+    // The denied create was recorded with the deciding policy.
+    let r = c
+        .client
+        .get(format!(
+            "{}/api/v1/events?type=api_activity&outcome=failure",
+            c.admin
+        ))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let denied: Vec<&Value> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["api"]["operation"] == "keys.create")
+        .collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["policy"]["uid"], "default-deny");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_a_key_or_disabling_its_user_takes_effect_on_the_next_request() {
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start(&upstream_config(addr)).await;
+    let (id, key) = c.key("developer", json!({})).await;
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
+    let r = c
+        .client
+        .post(format!("{}/api/v1/keys/{id}/revoke", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 401);
+
+    let r = c
+        .client
+        .post(format!("{}/api/v1/users", c.admin))
+        .bearer_auth(&c.admin_key)
+        .json(&json!({"name": "dana", "roles": ["developer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, hers) = c.key("developer", json!({"user": "dana"})).await;
+    assert_eq!(c.chat(&hers, json!({"model": "m1"})).await.status(), 200);
+    let r = c
+        .client
+        .post(format!("{}/api/v1/users/dana/disable", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.chat(&hers, json!({"model": "m1"})).await.status(), 401);
+
+    // Bad admin input changes nothing.
+    let r = c
+        .client
+        .post(format!("{}/api/v1/keys/nope/revoke", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.1, "not_found");
+    let r = c
+        .client
+        .post(format!("{}/api/v1/users", c.admin))
+        .bearer_auth(&c.admin_key)
+        .json(&json!({"name": "dana", "roles": ["developer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.1, "conflict");
+    let r = c
+        .client
+        .post(format!("{}/api/v1/keys", c.admin))
+        .bearer_auth(&c.admin_key)
+        .json(&json!({"name": "z", "role": "wizard"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.1, "invalid_request");
+    let r = c
+        .client
+        .post(format!("{}/api/v1/keys", c.admin))
+        .bearer_auth(&c.admin_key)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.1, "invalid_json");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn events_can_be_queried_filtered_and_paged() {
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start(&upstream_config(addr)).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    for _ in 0..5 {
+        assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
+    }
+    c.flush().await;
+    let get = |q: String| {
+        let c = &c;
+        async move {
+            c.client
+                .get(format!("{}/api/v1/events?{q}", c.admin))
+                .bearer_auth(&c.admin_key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut ids = HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let q = format!(
+            "type=http_activity&limit=2&since=1h{}",
+            cursor
+                .as_ref()
+                .map(|c| format!("&cursor={c}"))
+                .unwrap_or_default()
+        );
+        let v: Value = get(q).await.json().await.unwrap();
+        pages += 1;
+        for e in v["events"].as_array().unwrap() {
+            assert_eq!(e["class_uid"], EventClass::HttpActivity.uid());
+            assert!(
+                ids.insert(e["metadata"]["uid"].as_str().unwrap().to_owned()),
+                "page overlap"
+            );
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert!(
+        ids.len() >= 5 && pages >= 3,
+        "{} events in {pages} pages",
+        ids.len()
+    );
+    let v: Value = get("since=2099-01-01T00:00:00Z".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["events"].as_array().unwrap().is_empty());
+    for bad in [
+        "limit=0",
+        "limit=x",
+        "type=nope",
+        "outcome=maybe",
+        "since=yesterdayish",
+        "colour=blue",
+    ] {
+        let (s, code, _) = code_of(get(bad.into()).await).await;
+        assert_eq!((s, code.as_str()), (400, "invalid_request"), "{bad}");
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route_and_metrics_count_requests() {
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start(&upstream_config(addr)).await;
+    let doc: Value = c
+        .client
+        .get(format!("{}/openapi.json", c.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/users", "get"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{name}/disable", "post"),
+        ("/api/v1/roles", "get"),
+        ("/api/v1/roles", "post"),
+        ("/api/v1/keys", "get"),
+        ("/api/v1/keys", "post"),
+        ("/api/v1/keys/{id}/revoke", "post"),
+        ("/api/v1/upstreams", "get"),
+        ("/api/v1/policies", "get"),
+        ("/api/v1/policies/validate", "post"),
+        ("/api/v1/policies/reload", "post"),
+        ("/api/v1/events", "get"),
+        ("/metrics", "get"),
+        ("/healthz", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
+        let real_path = path.replace("{name}", "nobody").replace("{id}", "nokey");
+        let r = c
+            .client
+            .request(
+                method.to_uppercase().parse().unwrap(),
+                format!("{}{real_path}", c.admin),
+            )
+            .bearer_auth(&c.admin_key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            r.status(),
+            405,
+            "{method} {path} is documented but not routed"
+        );
+        assert_ne!(code_of(r).await.1, "route_not_found", "{method} {path}");
+    }
+    let (_, key) = c.key("developer", json!({})).await;
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
+    let text = c
+        .client
+        .get(format!("{}/metrics", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("citadel_requests_total{route=\"/v1/chat/completions\",upstream=\"fake\",decision=\"allowed\"} 1"), "{text}");
+    assert!(text.contains("citadel_gateway_added_seconds_bucket"));
+    assert!(text.contains("citadel_upstream_seconds_bucket"));
+    assert!(text.contains("citadel_event_sink_lag"));
+    let v: Value = c
+        .client
+        .get(format!("{}/api/v1/upstreams", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["upstreams"][0]["name"], "fake");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_spine_runs_on_postgresql() {
+    let Ok(base) = std::env::var("CITADEL_TEST_PG") else {
+        eprintln!("skipped: CITADEL_TEST_PG is not set, PostgreSQL end-to-end test not run");
+        return;
+    };
+    let url = citadel_store::testing::fresh_postgres_database(&base).await;
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start_with(&upstream_config(addr), Some(url)).await;
+    assert_eq!(c.running().store.backend_name(), "postgres");
+    let (id, key) = c.key("developer", json!({})).await;
+    let r = c.chat(&key, json!({"model": "m1"})).await;
+    assert_eq!(r.status(), 200);
+    let rid = crate::support::request_id(&r);
+    assert!(
+        !c.events_for(&rid).await.is_empty(),
+        "decision event durable in PostgreSQL"
+    );
+    c.client
+        .post(format!("{}/api/v1/keys/{id}/revoke", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 401);
+    c.stop().await;
+}

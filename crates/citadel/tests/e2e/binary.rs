@@ -1,0 +1,222 @@
+//! The real binary, as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn citadel(data: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_citadel"));
+    c.arg("--data")
+        .arg(data)
+        .env_remove("CITADEL_CONFIG")
+        .env_remove("CITADEL_DATABASE");
+    c
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_demo_prints_a_curl_line_that_works_and_cli_revocation_reaches_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = citadel(data.path())
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("curl "))
+    })
+    .await
+    .unwrap()
+    .expect("serve --demo prints a curl line");
+    // Run the printed line as a user would.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} -sS --max-time 10"))
+        .output()
+        .unwrap();
+    let answer: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("curl said: {out:?}"));
+    assert!(answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Hello, Citadel"));
+
+    // Revoke the demo key from another process; the server notices quickly.
+    let key = line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_owned();
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    let (ok, _, err) = run(citadel(data.path()).args(["key", "revoke", &id, "--json"]));
+    assert!(ok, "{err}");
+    let revoked_at = Instant::now();
+    let mut refused = false;
+    while revoked_at.elapsed() < Duration::from_secs(3) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{line} -s -o /dev/null -w '%{{http_code}}' --max-time 5"
+            ))
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "401" {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a key revoked by the CLI still worked after 3 s");
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(1),
+        "revocation took {:?}",
+        revoked_at.elapsed()
+    );
+
+    // The events are there for the CLI to read, as JSON lines.
+    let (ok, out, _) =
+        run(citadel(data.path())
+            .args(["events", "list", "--since", "1h", "--json", "--limit", "0"]));
+    assert!(ok);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events
+        .iter()
+        .any(|e| e["class_uid"] == 3002 && e["status_detail"] == "revoked_key"));
+    assert!(events
+        .iter()
+        .any(|e| e["api"]["operation"] == "keys.revoke"));
+    drop(server);
+}
+
+#[test]
+fn key_commands_print_json_and_never_store_the_secret() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = run(citadel(data.path()).args([
+        "key",
+        "create",
+        "--name",
+        "ci",
+        "--role",
+        "service",
+        "--expires",
+        "30d",
+        "--json",
+    ]));
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    assert!(secret.starts_with("ctd_"));
+    assert!(created["id"].is_string() && created["expires_at"].is_i64());
+    let (ok, out, _) = run(citadel(data.path()).args(["key", "list", "--json"]));
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1);
+    assert!(!out.contains(secret));
+    let db = std::fs::read(data.path().join("citadel.db")).unwrap();
+    let wal = std::fs::read(data.path().join("citadel.db-wal")).unwrap_or_default();
+    let needle = secret.as_bytes();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the secret is in the database"
+        );
+    }
+    let (ok, _, err) =
+        run(citadel(data.path()).args(["key", "create", "--name", "x", "--role", "wizard"]));
+    assert!(!ok && err.contains("unknown role"), "{err}");
+    let (ok, _, err) = run(citadel(data.path()).args(["key", "revoke", "nope"]));
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, out, _) = run(citadel(data.path()).args([
+        "user", "create", "--name", "erin", "--role", "auditor", "--json",
+    ]));
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["name"], "erin");
+}
+
+#[test]
+fn invalid_config_and_policies_exit_non_zero_with_file_and_line() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("bad.toml");
+    std::fs::write(&config, "[gateway]\nlisten = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"x\"\nurl = \"http://10.0.0.1\"\nkind = \"openai\"\nmodels = [\"m\"]\nplacement = \"on_prem\"\n").unwrap();
+    let (ok, _, err) = run(citadel(data.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve"));
+    assert!(!ok);
+    assert!(err.contains("bad.toml:4:"), "{err}");
+    std::fs::write(&config, "[limits]\nmax_body_bytes = \"lots\"\n").unwrap();
+    let (ok, _, err) = run(citadel(data.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve"));
+    assert!(!ok && err.contains("bad.toml:2:"), "{err}");
+
+    let policies = data.path().join("p");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("a.cedar"),
+        "permit (principal, action, resource)\nwhen { 1 + };\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(citadel(data.path())
+        .args(["policy", "validate", "--dir"])
+        .arg(&policies));
+    assert!(!ok && err.contains("a.cedar:2:"), "{err}");
+    let (ok, out, _) = run(citadel(data.path())
+        .args(["policy", "validate", "--json", "--dir"])
+        .arg(&policies));
+    assert!(!ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["problems"][0]["line"],
+        2
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_serve_accepts() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(citadel(data.path()).arg("init"));
+    assert!(ok, "{err}");
+    assert!(data.path().join("citadel.toml").exists());
+    let (ok, _, err) = run(citadel(data.path()).arg("init"));
+    assert!(!ok && err.contains("--force"));
+    let (ok, out, _) = run(citadel(data.path()).arg("--help"));
+    assert!(ok && out.contains("serve") && out.contains("--data"));
+}

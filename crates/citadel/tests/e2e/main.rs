@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server (in-process and as the real binary) on
+//! loopback with TLS on, against small real upstream servers.
+
+mod support;
+
+mod admin;
+mod binary;
+mod gateway;
+mod limits;
+mod policy;
