@@ -202,6 +202,17 @@ async fn write_loop(
                     }
                     // The waiting requests are refused (never acknowledged);
                     // their events, and queued ones, are kept and retried.
+                    // Requests that queued after this batch was taken are
+                    // refused now too, rather than wait for the store.
+                    while let Ok(message) = rx.try_recv() {
+                        match message {
+                            Message::Event(e, ack) => {
+                                events.push(e);
+                                acks.extend(ack);
+                            }
+                            Message::Flush(done) => flushes.push(done),
+                        }
+                    }
                     for ack in acks.drain(..) {
                         let _ = ack.send(Err(SinkError::Unavailable));
                     }
@@ -304,6 +315,28 @@ mod tests {
         assert!(sink.is_healthy());
         // The queued (already released) event and the refused request's event
         // both reach the store once it recovers.
+        assert_eq!(store.count_events().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_queued_behind_a_failing_batch_is_refused_promptly() {
+        let (store, dir) = store().await;
+        let sink = EventSink::start(store.clone(), SinkConfig::default());
+        let url = format!("sqlite://{}", dir.path().join("e.db").display());
+        let admin = Store::open(&url).await.unwrap();
+        admin_exec(&admin, "CREATE TRIGGER block BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END").await;
+        assert!(sink.record_durable(event(1)).await.is_err());
+        // A request that passed the health check just before the failure
+        // queues its event directly; it must hear back, not hang.
+        let (ack, done) = oneshot::channel();
+        sink.enqueue(Message::Event(event(2), Some(ack))).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), done).await;
+        assert_eq!(
+            answer.expect("the waiter was answered").unwrap(),
+            Err(SinkError::Unavailable)
+        );
+        admin_exec(&admin, "DROP TRIGGER block").await;
+        sink.flush().await;
         assert_eq!(store.count_events().await.unwrap(), 2);
     }
 

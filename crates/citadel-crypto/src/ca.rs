@@ -112,6 +112,16 @@ impl InternalCa {
 
     /// Issues a server certificate for DNS names and IP addresses.
     pub fn issue_server_cert(&self, names: &[String]) -> Result<IssuedCert> {
+        self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// Issues a client certificate (for mTLS towards an upstream) whose
+    /// subject is `name`.
+    pub fn issue_client_cert(&self, name: &str) -> Result<IssuedCert> {
+        self.issue(&[name.to_owned()], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, names: &[String], usage: ExtendedKeyUsagePurpose) -> Result<IssuedCert> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = names
             .iter()
@@ -125,7 +135,7 @@ impl InternalCa {
             names.first().cloned().unwrap_or_default(),
         );
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);

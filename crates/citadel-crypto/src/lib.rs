@@ -14,7 +14,9 @@ mod tls;
 
 pub use ca::{InternalCa, IssuedCert};
 pub use secret_file::{load_or_create_secret, write_private_file};
-pub use tls::{client_config, server_config, ClientTlsOptions};
+pub use tls::{
+    client_config, server_config, server_config_requiring_client_cert, ClientTlsOptions,
+};
 
 /// Errors from key and certificate handling.
 #[derive(Debug, thiserror::Error)]

@@ -48,6 +48,38 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
+/// A TLS 1.3 server configuration that requires a client certificate
+/// issued by `client_ca_pem` (mutual TLS).
+pub fn server_config_requiring_client_cert(
+    chain_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<Arc<ServerConfig>> {
+    let provider = Arc::new(default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in certs(client_ca_pem, "client CA")? {
+        roots.add(cert)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| CryptoError::Invalid {
+        path: "client CA".into(),
+        reason: e.to_string(),
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certs(chain_pem, "server certificate")?,
+            private_key(key_pem, "server key")?,
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// How Citadel verifies an upstream and proves itself to it.
 #[derive(Default, Clone)]
 pub struct ClientTlsOptions {

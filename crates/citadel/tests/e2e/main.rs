@@ -8,3 +8,4 @@ mod binary;
 mod gateway;
 mod limits;
 mod policy;
+mod upstream_tls;
