@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use citadel_core::SecurityEvent;
-use citadel_store::Store;
+use citadel_store::{EventRow, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// When a recorded event counts as recorded.
@@ -25,8 +25,12 @@ pub struct SinkConfig {
     pub durability: Durability,
     /// Most events written in one transaction.
     pub batch_max: usize,
-    /// Most events waiting to be written; past it, recording is refused.
+    /// Events waiting to be written past which new decisions are refused
+    /// (and the gateway admits no new requests). Events of requests already
+    /// admitted are always queued, so none is ever dropped.
     pub queue_max: usize,
+    /// How long a decision waits for the writer to make room before it is refused.
+    pub room_wait: Duration,
 }
 
 impl Default for SinkConfig {
@@ -34,7 +38,8 @@ impl Default for SinkConfig {
         Self {
             durability: Durability::Durable,
             batch_max: 1024,
-            queue_max: 65_536,
+            queue_max: 4_096,
+            room_wait: Duration::from_secs(5),
         }
     }
 }
@@ -45,26 +50,44 @@ pub enum SinkError {
     /// The store cannot be written right now.
     #[error("the event store cannot be written")]
     Unavailable,
-    /// Too many events are waiting.
+    /// Too many events are waiting; new decisions are refused until the
+    /// writer catches up.
     #[error("the event queue is full")]
     QueueFull,
 }
 
 enum Message {
-    Event(
-        SecurityEvent,
-        Option<oneshot::Sender<Result<(), SinkError>>>,
-    ),
+    Event(Encoded, Option<oneshot::Sender<Result<(), SinkError>>>),
     Flush(oneshot::Sender<()>),
+}
+
+/// An event and its stored form, encoded by the recording task so that the
+/// single writer only binds and commits.
+struct Encoded {
+    row: EventRow,
+    event: Arc<SecurityEvent>,
+}
+
+impl Encoded {
+    fn new(event: SecurityEvent) -> Self {
+        Self {
+            row: EventRow::from(&event),
+            event: Arc::new(event),
+        }
+    }
 }
 
 /// The sink handle. Cheap to share behind an `Arc`.
 pub struct EventSink {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::UnboundedSender<Message>,
+    queue_max: i64,
+    room_wait: Duration,
     bus: broadcast::Sender<Arc<SecurityEvent>>,
     healthy: AtomicBool,
     queued: AtomicI64,
     written: AtomicI64,
+    shed: AtomicI64,
+    room: tokio::sync::Notify,
     durability: Durability,
 }
 
@@ -79,7 +102,7 @@ impl std::fmt::Debug for EventSink {
 impl EventSink {
     /// Starts the writer task and returns the handle.
     pub fn start(store: Store, config: SinkConfig) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(config.queue_max.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let (bus, _) = broadcast::channel(4096);
         let sink = Arc::new(Self {
             tx,
@@ -87,10 +110,56 @@ impl EventSink {
             healthy: AtomicBool::new(true),
             queued: AtomicI64::new(0),
             written: AtomicI64::new(0),
+            shed: AtomicI64::new(0),
+            room: tokio::sync::Notify::new(),
             durability: config.durability,
+            queue_max: config.queue_max.max(1) as i64,
+            room_wait: config.room_wait,
         });
-        tokio::spawn(write_loop(sink.clone(), store, rx, config.batch_max.max(1)));
+        // The writer gets a thread of its own: on a busy runtime a task among
+        // thousands of connections is polled too rarely to keep up, and the
+        // whole gateway then waits on it.
+        let writer = write_loop(Arc::downgrade(&sink), store, rx, config.batch_max.max(1));
+        let spawned = std::thread::Builder::new()
+            .name("citadel-events".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer),
+                    Err(e) => tracing::error!(error = %e, "cannot start the event writer"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the event writer thread");
+            sink.healthy.store(false, Ordering::Release);
+        }
+        tokio::spawn(summarize_shed(Arc::downgrade(&sink)));
         sink
+    }
+
+    /// Waits, at most `max`, until the writer has room again. Admission
+    /// waits here rather than refusing at once, so that a burst parks
+    /// requests (and gives the writer the CPU) instead of spinning on 503s.
+    pub async fn wait_for_room(&self, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.room.notified();
+            if self.has_room() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.has_room();
+            }
+        }
+    }
+
+    /// Counts a request refused because the writer was behind. Such refusals
+    /// are summarized (one event per second with the count) rather than
+    /// recorded one by one, which would only deepen the backlog.
+    pub fn count_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The configured durability.
@@ -101,6 +170,12 @@ impl EventSink {
     /// Whether the last write succeeded. The gateway refuses requests while not.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether the writer is keeping up (fewer than `queue_max` events
+    /// waiting). The gateway admits new requests only while it is.
+    pub fn has_room(&self) -> bool {
+        self.lag() < self.queue_max
     }
 
     /// Events queued but not yet durable.
@@ -123,6 +198,7 @@ impl EventSink {
     pub async fn record(&self, event: SecurityEvent) -> Result<(), SinkError> {
         match self.durability {
             Durability::Durable => self.record_durable(event).await,
+            Durability::Async if !self.wait_for_room(self.room_wait).await => Err(SinkError::QueueFull),
             Durability::Async => self.record_queued(event),
         }
     }
@@ -133,47 +209,97 @@ impl EventSink {
         if !self.is_healthy() {
             return Err(SinkError::Unavailable);
         }
+        if !self.wait_for_room(self.room_wait).await {
+            return Err(SinkError::QueueFull);
+        }
         let (ack, done) = oneshot::channel();
-        self.enqueue(Message::Event(event, Some(ack)))?;
+        self.enqueue(Message::Event(Encoded::new(event), Some(ack)))?;
         done.await.unwrap_or(Err(SinkError::Unavailable))
     }
 
     /// Queues an event without waiting (for outcomes of responses already
-    /// sent). It is written as soon as the store accepts it.
+    /// sent, and decisions in `async` mode). It is written as soon as the
+    /// store accepts it. Never refused for lack of room: admission control
+    /// (see [`EventSink::has_room`]) bounds the queue, not dropping events.
     pub fn record_queued(&self, event: SecurityEvent) -> Result<(), SinkError> {
-        self.enqueue(Message::Event(event, None))
+        self.enqueue(Message::Event(Encoded::new(event), None))
     }
 
     fn enqueue(&self, message: Message) -> Result<(), SinkError> {
-        match self.tx.try_send(message) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SinkError::QueueFull),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SinkError::Unavailable),
-        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(message).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            SinkError::Unavailable
+        })
     }
 
     /// Waits until every event queued before the call is durable.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Message::Flush(tx)).await.is_ok() {
+        if self.tx.send(Message::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
 }
 
+/// Once a second, records how many requests were refused for overload.
+async fn summarize_shed(sink: std::sync::Weak<EventSink>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(sink) = sink.upgrade() else { return };
+        let shed = sink.shed.swap(0, Ordering::Relaxed);
+        if shed > 0 {
+            tracing::warn!(
+                refused = shed,
+                "requests refused because the event writer is behind"
+            );
+            let event = SecurityEvent::builder(
+                citadel_core::EventClass::HttpActivity,
+                99,
+                "Other",
+                citadel_core::Outcome::Failure,
+            )
+            .field(
+                "message",
+                serde_json::json!("requests refused: the security event writer is behind"),
+            )
+            .field("count", serde_json::json!(shed))
+            .field("unmapped", serde_json::json!({"error_code": "overloaded"}))
+            .build();
+            let _ = sink.record_queued(event);
+        }
+    }
+}
+
 async fn write_loop(
-    sink: Arc<EventSink>,
+    weak: std::sync::Weak<EventSink>,
     store: Store,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
     batch_max: usize,
 ) {
     let mut events = Vec::with_capacity(batch_max);
     let mut acks = Vec::with_capacity(batch_max);
     let mut flushes = Vec::new();
+    let mut appender: Option<citadel_store::EventAppender> = None;
+    // The writer holds the sink only while it works on a batch, so dropping
+    // the last handle closes the channel and ends the thread.
     while let Some(first) = rx.recv().await {
+        let Some(sink) = weak.upgrade() else {
+            // Every handle is gone: write what is still queued, then stop.
+            let mut rows = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                if let Message::Event(e, _) = message {
+                    rows.push(e.row);
+                }
+                next = rx.try_recv().ok();
+            }
+            if let Err(error) = store.append_rows(&rows).await {
+                tracing::error!(%error, lost = rows.len(), "could not write the last security events at shutdown");
+            }
+            return;
+        };
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
@@ -189,7 +315,19 @@ async fn write_loop(
         }
         let mut backoff = Duration::from_millis(50);
         loop {
-            match store.append_events(&events).await {
+            let rows: Vec<&EventRow> = events.iter().map(|e: &Encoded| &e.row).collect();
+            let written = match appender.as_mut() {
+                Some(a) => a.append_rows(&rows).await,
+                None => match store.event_appender().await {
+                    Ok(mut a) => {
+                        let r = a.append_rows(&rows).await;
+                        appender = Some(a);
+                        r
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match written {
                 Ok(()) => {
                     if !sink.healthy.swap(true, Ordering::AcqRel) {
                         tracing::warn!("event store writable again; accepting requests");
@@ -197,6 +335,8 @@ async fn write_loop(
                     break;
                 }
                 Err(error) => {
+                    // A fresh connection for the retry, in case this one broke.
+                    appender = None;
                     if sink.healthy.swap(false, Ordering::AcqRel) {
                         tracing::error!(%error, "cannot write security events; refusing requests until it recovers");
                     }
@@ -230,7 +370,7 @@ async fn write_loop(
             let _ = done.send(());
         }
         for e in events.drain(..) {
-            let _ = sink.bus.send(Arc::new(e));
+            let _ = sink.bus.send(e.event);
         }
     }
 }
@@ -329,7 +469,8 @@ mod tests {
         // A request that passed the health check just before the failure
         // queues its event directly; it must hear back, not hang.
         let (ack, done) = oneshot::channel();
-        sink.enqueue(Message::Event(event(2), Some(ack))).unwrap();
+        sink.enqueue(Message::Event(Encoded::new(event(2)), Some(ack)))
+            .unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(5), done).await;
         assert_eq!(
             answer.expect("the waiter was answered").unwrap(),
@@ -338,6 +479,37 @@ mod tests {
         admin_exec(&admin, "DROP TRIGGER block").await;
         sink.flush().await;
         assert_eq!(store.count_events().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_new_decisions_but_keeps_every_queued_event() {
+        let (store, dir) = store().await;
+        let sink = EventSink::start(
+            store.clone(),
+            SinkConfig {
+                durability: Durability::Async,
+                queue_max: 3,
+                room_wait: Duration::from_millis(200),
+                ..Default::default()
+            },
+        );
+        let url = format!("sqlite://{}", dir.path().join("e.db").display());
+        let admin = Store::open(&url).await.unwrap();
+        admin_exec(&admin, "CREATE TRIGGER block BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'slow disk'); END").await;
+        for i in 0..3 {
+            sink.record_queued(event(i)).unwrap();
+        }
+        assert!(!sink.has_room());
+        let started = std::time::Instant::now();
+        assert_eq!(sink.record(event(9)).await, Err(SinkError::QueueFull));
+        assert!(started.elapsed() >= Duration::from_millis(200), "refused without waiting for room");
+        // Outcomes of admitted requests are still accepted, never dropped.
+        sink.record_queued(event(4)).unwrap();
+        admin_exec(&admin, "DROP TRIGGER block").await;
+        sink.flush().await;
+        assert_eq!(store.count_events().await.unwrap(), 4);
+        assert!(sink.has_room());
+        assert!(sink.wait_for_room(Duration::from_millis(10)).await);
     }
 
     async fn admin_exec(store: &Store, sql: &str) {

@@ -59,17 +59,14 @@ pub async fn refuse_credentials(
 ) -> GatewayResponse {
     let event = authentication_failed(view, failure, service);
     tracing::info!(request_id = %view.info.id, client = %view.info.client, reason = failure.as_str(), "authentication refused");
-    let code = match state.sink.record(event).await {
-        Ok(()) => ErrorCode::InvalidCredentials,
-        Err(_) => ErrorCode::AuditUnavailable,
+    let refusal = match crate::events::record_decision(&state.sink, event).await {
+        Ok(()) => ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "missing or invalid credentials; send `Authorization: Bearer <API key>`",
+        ),
+        Err(e) => e,
     };
-    let message = match code {
-        ErrorCode::InvalidCredentials => {
-            "missing or invalid credentials; send `Authorization: Bearer <API key>`"
-        }
-        _ => "security events cannot be recorded right now, so requests are refused",
-    };
-    error_response(&ApiError::new(code, message), Some(&view.info.id))
+    error_response(&refusal, Some(&view.info.id))
 }
 
 async fn authenticate(

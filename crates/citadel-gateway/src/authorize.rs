@@ -24,10 +24,9 @@ pub fn layer(state: Arc<GatewayState>) -> StageLayer {
 
 async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> GatewayResponse {
     let (info, trail) = info_and_trail(&req);
-    let (Some(principal), Some(target)) = (
-        trail.snapshot().principal,
-        req.extensions().get::<Target>().cloned(),
-    ) else {
+    let (Some(principal), Some(target)) =
+        (trail.principal(), req.extensions().get::<Target>().cloned())
+    else {
         // Unreachable with the layers in order; deny rather than assume.
         trail.update(|t| t.error = Some(ErrorCode::Forbidden));
         return error_response(
@@ -85,15 +84,9 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         "gateway",
     );
     trail.update(|t| t.policies = decision.policies.clone());
-    if state.sink.record(event).await.is_err() {
-        trail.update(|t| t.error = Some(ErrorCode::AuditUnavailable));
-        return error_response(
-            &ApiError::new(
-                ErrorCode::AuditUnavailable,
-                "security events cannot be recorded right now, so requests are refused",
-            ),
-            Some(&info.id),
-        );
+    if let Err(refusal) = crate::events::record_decision(&state.sink, event).await {
+        trail.update(|t| t.error = Some(refusal.code));
+        return error_response(&refusal, Some(&info.id));
     }
     if !decision.allowed {
         tracing::info!(request_id = %info.id, principal = %principal.id, policies = ?decision.policies, "request denied by policy");

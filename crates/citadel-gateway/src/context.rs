@@ -55,6 +55,11 @@ impl Trail {
         f(&mut self.0.lock());
     }
 
+    /// The authenticated principal, if any.
+    pub fn principal(&self) -> Option<Arc<Principal>> {
+        self.0.lock().principal.clone()
+    }
+
     /// A copy of what is known now.
     pub fn snapshot(&self) -> TrailData {
         self.0.lock().clone()

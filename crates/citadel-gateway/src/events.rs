@@ -7,6 +7,31 @@ use serde_json::json;
 
 use crate::context::RequestInfo;
 
+/// Records a decision event per the configured durability. On failure,
+/// returns the refusal to send instead: 503 `audit_unavailable` when the
+/// store cannot be written, 503 `overloaded` when the writer is behind.
+pub async fn record_decision(
+    sink: &citadel_audit::EventSink,
+    event: SecurityEvent,
+) -> Result<(), citadel_core::ApiError> {
+    use citadel_audit::SinkError;
+    use citadel_core::{ApiError, ErrorCode};
+    sink.record(event).await.map_err(|e| match e {
+        SinkError::QueueFull => {
+            let mut e = ApiError::new(
+                ErrorCode::Overloaded,
+                "the gateway is at capacity; retry after the number of seconds in Retry-After",
+            );
+            e.retry_after = Some(1);
+            e
+        }
+        SinkError::Unavailable => ApiError::new(
+            ErrorCode::AuditUnavailable,
+            "security events cannot be recorded right now, so requests are refused; try again shortly",
+        ),
+    })
+}
+
 /// OCSF API Activity activity id for an HTTP method (1 Create, 2 Read,
 /// 3 Update, 4 Delete, 99 Other).
 fn api_activity(method: &http::Method) -> (i64, &'static str) {

@@ -43,6 +43,22 @@ async fn intake(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Ga
             "security events cannot be recorded right now, so requests are refused; try again shortly",
         );
     }
+    if !state.sink.has_room()
+        && !state
+            .sink
+            .wait_for_room(std::time::Duration::from_secs(5))
+            .await
+    {
+        // The event writer is behind: admit nothing new until it catches up,
+        // so every admitted request's events are kept.
+        let mut e = ApiError::new(
+            ErrorCode::Overloaded,
+            "the gateway is at capacity; retry after the number of seconds in Retry-After",
+        );
+        e.retry_after = Some(1);
+        trail.update(|t| t.error = Some(ErrorCode::Overloaded));
+        return error_response(&e, Some(&info.id));
+    }
     if header_bytes(req.headers()) > limits.max_header_bytes {
         return refuse(
             ErrorCode::HeadersTooLarge,

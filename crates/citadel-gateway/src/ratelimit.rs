@@ -72,6 +72,18 @@ impl RateLimiter {
         }
     }
 
+    /// Whether any limit can apply to a request made with `key_limit`.
+    pub fn any_limit(&self, key_limit: RateLimit) -> bool {
+        let c = &self.config;
+        key_limit.rpm.is_some()
+            || key_limit.tpm.is_some()
+            || c.per_key.rpm.is_some()
+            || c.per_key.tpm.is_some()
+            || c.per_principal.rpm.is_some()
+            || c.per_principal.tpm.is_some()
+            || !c.per_model.is_empty()
+    }
+
     /// The budgets for a key (its own limits win over the default), its
     /// principal and the model.
     pub fn budgets(
@@ -160,16 +172,19 @@ async fn limit(
     mut req: GatewayRequest,
     next: Next,
 ) -> crate::GatewayResponse {
-    let (info, trail) = info_and_trail(&req);
-    let t = trail.snapshot();
-    let (Some(principal), Some(key_id)) = (t.principal, t.key_id) else {
-        return call_next(next, req).await;
-    };
     let key_limit = req
         .extensions()
         .get::<crate::authenticate::KeyLimits>()
         .map(|k| k.0)
         .unwrap_or_default();
+    if !state.limiter.any_limit(key_limit) {
+        return call_next(next, req).await;
+    }
+    let (info, trail) = info_and_trail(&req);
+    let t = trail.snapshot();
+    let (Some(principal), Some(key_id)) = (t.principal, t.key_id) else {
+        return call_next(next, req).await;
+    };
     let budgets = state
         .limiter
         .budgets(&key_id, key_limit, &principal.id, t.model.as_deref());

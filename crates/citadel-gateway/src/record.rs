@@ -99,6 +99,10 @@ struct Outcome {
 impl Outcome {
     fn emit(self, bytes: u64, complete: bool) {
         let t = self.trail.snapshot();
+        if t.error == Some(citadel_core::ErrorCode::Overloaded) {
+            self.state.sink.count_shed();
+            return;
+        }
         let view = RequestView {
             info: &self.info,
             method: &self.method,

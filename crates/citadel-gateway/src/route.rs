@@ -201,7 +201,7 @@ async fn list_models(
     info: &RequestInfo,
     trail: &Trail,
 ) -> GatewayResponse {
-    let Some(principal) = trail.snapshot().principal else {
+    let Some(principal) = trail.principal() else {
         return refuse(
             trail,
             info,
@@ -253,13 +253,9 @@ async fn list_models(
         &policies,
         "gateway",
     );
-    if state.sink.record(event).await.is_err() {
-        return refuse(
-            trail,
-            info,
-            ErrorCode::AuditUnavailable,
-            "security events cannot be recorded right now",
-        );
+    if let Err(refusal) = crate::events::record_decision(&state.sink, event).await {
+        trail.update(|t| t.error = Some(refusal.code));
+        return error_response(&refusal, Some(&info.id));
     }
     trail.update(|t| t.policies = policies);
     json_response(

@@ -95,6 +95,65 @@ pub struct Decision {
     pub errors: Vec<String>,
 }
 
+/// Everything a decision depends on. Cedar's answer is a pure function of
+/// these (the entities and context are built from them alone) and of the
+/// policy set, so decisions are memoized per policy generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    principal_kind: PrincipalKind,
+    principal_id: String,
+    principal_name: String,
+    roles: Vec<String>,
+    action: &'static str,
+    resource: (u8, String, String, String, String),
+    source_ip: IpAddr,
+    method: String,
+    path: String,
+}
+
+impl DecisionKey {
+    fn new(
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Self {
+        let upstream_key = |tag: u8, name: &str, u: &UpstreamFacts| {
+            (
+                tag,
+                name.to_owned(),
+                u.name.clone(),
+                u.kind.clone(),
+                u.placement.clone(),
+            )
+        };
+        Self {
+            principal_kind: principal.kind,
+            principal_id: principal.id.clone(),
+            principal_name: principal.name.clone(),
+            roles: principal.roles.clone(),
+            action: action.cedar_id(),
+            resource: match resource {
+                Resource::Model { name, upstream } => upstream_key(0, name, upstream),
+                Resource::Route { prefix, upstream } => upstream_key(1, prefix, upstream),
+                Resource::AdminApi(area) => (
+                    2,
+                    (*area).to_owned(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
+            },
+            source_ip: facts.source_ip,
+            method: facts.method.to_owned(),
+            path: facts.path.to_owned(),
+        }
+    }
+}
+
+/// Memoized decisions; emptied on every reload and when full.
+const DECISION_CACHE_MAX: usize = 16_384;
+
 struct Active {
     loaded: LoadedPolicies,
     fingerprint: Vec<(PathBuf, SystemTime, u64)>,
@@ -110,6 +169,7 @@ pub struct PolicyEngine {
     action_entities: HashMap<String, Vec<Entity>>,
     active: ArcSwap<Active>,
     reload_lock: Mutex<()>,
+    decisions: Mutex<HashMap<DecisionKey, Decision>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -176,6 +236,7 @@ impl PolicyEngine {
                 fingerprint: fp,
             }),
             reload_lock: Mutex::new(()),
+            decisions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -201,10 +262,14 @@ impl PolicyEngine {
         let fp = fingerprint(&self.dir);
         let loaded = load_policies(&self.dir, &self.schema)?;
         let count = loaded.origins.len();
+        // Swap the set and forget old decisions together, so no decision made
+        // under the old set is served after the swap.
+        let mut decisions = self.decisions.lock();
         self.active.store(Arc::new(Active {
             loaded,
             fingerprint: fp,
         }));
+        decisions.clear();
         Ok(count)
     }
 
@@ -222,8 +287,24 @@ impl PolicyEngine {
         resource: &Resource<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        match self.evaluate(principal, action, resource, facts) {
-            Ok(d) => d,
+        let key = DecisionKey::new(principal, action, resource, facts);
+        if let Some(d) = self.decisions.lock().get(&key) {
+            return d.clone();
+        }
+        // Evaluate under the cache lock's generation: take the set first, and
+        // only cache if no reload happened meanwhile.
+        let active = self.active.load_full();
+        match self.evaluate(&active, principal, action, resource, facts) {
+            Ok(d) => {
+                let mut decisions = self.decisions.lock();
+                if Arc::ptr_eq(&active, &self.active.load()) {
+                    if decisions.len() >= DECISION_CACHE_MAX {
+                        decisions.clear();
+                    }
+                    decisions.insert(key, d.clone());
+                }
+                d
+            }
             Err(reason) => {
                 tracing::error!(%reason, "authorization request could not be built; denied");
                 Decision {
@@ -237,6 +318,7 @@ impl PolicyEngine {
 
     fn evaluate(
         &self,
+        active: &Active,
         principal: &Principal,
         action: Action,
         resource: &Resource<'_>,
@@ -330,7 +412,6 @@ impl PolicyEngine {
         )
         .map_err(|e| e.to_string())?;
         let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
-        let active = self.active.load();
         let response = self
             .authorizer
             .is_authorized(&request, &active.loaded.set, &entities);

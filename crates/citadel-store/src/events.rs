@@ -3,7 +3,7 @@
 use citadel_core::{EventClass, Outcome, SecurityEvent};
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError};
+use crate::{Backend, Result, Store, StoreError};
 
 /// Filters for reading events back. All are optional and combine with AND.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,40 @@ pub struct EventQuery {
     pub limit: Option<i64>,
 }
 
+/// An event ready to be stored: its index columns and its OCSF JSON, encoded
+/// by the caller (so the single writer spends no time serializing).
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// `metadata.uid`.
+    pub id: String,
+    /// Unix ms.
+    pub time: i64,
+    /// OCSF class uid.
+    pub class_uid: i64,
+    /// `success` / `failure`.
+    pub outcome: &'static str,
+    /// Actor principal id.
+    pub principal: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// The OCSF object as one JSON line.
+    pub body: String,
+}
+
+impl From<&SecurityEvent> for EventRow {
+    fn from(e: &SecurityEvent) -> Self {
+        Self {
+            id: e.id.clone(),
+            time: e.time,
+            class_uid: e.class.uid(),
+            outcome: e.outcome.as_str(),
+            principal: e.principal.clone(),
+            request_id: e.request_id.clone(),
+            body: e.to_json_line(),
+        }
+    }
+}
+
 /// Rows per INSERT statement; keeps well under SQLite's bound-variable limit.
 const ROWS_PER_INSERT: usize = 256;
 
@@ -33,47 +67,101 @@ impl Store {
     /// Appends a batch of events in one transaction: all or none become
     /// durable (group commit).
     pub async fn append_events(&self, events: &[SecurityEvent]) -> Result<()> {
+        let rows: Vec<EventRow> = events.iter().map(EventRow::from).collect();
+        self.append_rows(&rows).await
+    }
+
+    /// Appends encoded events in one transaction (group commit).
+    pub async fn append_rows<R: std::borrow::Borrow<EventRow>>(&self, events: &[R]) -> Result<()> {
+        let mut conn = self.pool().acquire().await?;
+        append_rows_on(&mut conn, self.backend(), events).await
+    }
+
+    /// A connection reserved for appending events. A single writer keeps
+    /// one connection so its page cache stays warm (a pooled connection that
+    /// another one wrote behind has to re-read the pages it caches).
+    pub async fn event_appender(&self) -> Result<EventAppender> {
+        Ok(EventAppender {
+            conn: self.pool().acquire().await?,
+            backend: self.backend(),
+        })
+    }
+}
+
+/// A dedicated connection for the event writer; see [`Store::event_appender`].
+#[derive(Debug)]
+pub struct EventAppender {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    backend: Backend,
+}
+
+impl EventAppender {
+    /// Appends encoded events in one transaction (group commit).
+    pub async fn append_rows<R: std::borrow::Borrow<EventRow>>(
+        &mut self,
+        events: &[R],
+    ) -> Result<()> {
+        append_rows_on(&mut self.conn, self.backend, events).await
+    }
+}
+
+async fn append_rows_on<R: std::borrow::Borrow<EventRow>>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    events: &[R],
+) -> Result<()> {
+    {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = sqlx::Connection::begin(conn).await?;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO events (id, time, class_uid, outcome, principal, request_id, body) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 7;
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                ));
+                match backend {
+                    // SQLite resolves `$N` names per bound value, which is
+                    // quadratic in a long statement; anonymous `?` is not.
+                    Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?)"),
+                    Backend::Postgres => {
+                        let b = i * 7;
+                        sql.push_str(&format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                            b + 1,
+                            b + 2,
+                            b + 3,
+                            b + 4,
+                            b + 5,
+                            b + 6,
+                            b + 7
+                        ));
+                    }
+                }
             }
             let mut q = sqlx::query(&sql);
             for e in chunk {
+                let e = e.borrow();
                 q = q
-                    .bind(e.id.clone())
+                    .bind(e.id.as_str())
                     .bind(e.time)
-                    .bind(e.class.uid())
-                    .bind(e.outcome.as_str())
-                    .bind(e.principal.clone())
-                    .bind(e.request_id.clone())
-                    .bind(e.to_json_line());
+                    .bind(e.class_uid)
+                    .bind(e.outcome)
+                    .bind(e.principal.as_deref())
+                    .bind(e.request_id.as_deref())
+                    .bind(e.body.as_str());
             }
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
 
+impl Store {
     /// Reads events matching `query` in sequence order. Returns the page and
     /// the cursor to pass as `after_seq` for the next page, if there may be one.
     pub async fn query_events(

@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-pub use events::EventQuery;
+pub use events::{EventAppender, EventQuery, EventRow};
 pub use keys::ApiKeyRecord;
 pub use users::{RoleRecord, UserRecord};
 
