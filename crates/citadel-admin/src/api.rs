@@ -175,30 +175,10 @@ async fn record_change(
     operation: &str,
     resource: Value,
 ) -> Result<(), AdminError> {
-    let class = if operation.starts_with("users.")
-        || operation.starts_with("keys.")
-        || operation.starts_with("roles.")
-    {
-        EventClass::AccountChange
-    } else {
-        EventClass::ApiActivity
-    };
-    let (activity_id, activity) = match operation.rsplit('.').next() {
-        Some("create") => (1, "Create"),
-        Some("revoke") => (4, "Delete"),
-        Some("disable") => (5, "Disable"),
-        _ => (99, "Other"),
-    };
-    let event =
-        citadel_core::SecurityEvent::builder(class, activity_id, activity, Outcome::Success)
-            .actor(&caller.principal)
-            .request_id(&caller.info.id)
-            .field(
-                "api",
-                json!({"operation": operation, "service": {"name": "admin"}}),
-            )
-            .field("resources", json!([resource]))
-            .build();
+    let event = citadel_core::SecurityEvent::change(operation, "admin", resource)
+        .actor(&caller.principal)
+        .request_id(&caller.info.id)
+        .build();
     state.sink.record_durable(event).await.map_err(|_| {
         AdminError::new(
             ErrorCode::AuditUnavailable,

@@ -61,6 +61,26 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+type Ack = oneshot::Sender<Result<(), SinkError>>;
+
+impl Message {
+    /// Files a message into the batch being built.
+    fn sort_into(
+        self,
+        events: &mut Vec<Encoded>,
+        acks: &mut Vec<Ack>,
+        flushes: &mut Vec<oneshot::Sender<()>>,
+    ) {
+        match self {
+            Message::Event(e, ack) => {
+                events.push(e);
+                acks.extend(ack);
+            }
+            Message::Flush(done) => flushes.push(done),
+        }
+    }
+}
+
 /// An event and its stored form, encoded by the recording task so that the
 /// single writer only binds and commits.
 struct Encoded {
@@ -198,7 +218,9 @@ impl EventSink {
     pub async fn record(&self, event: SecurityEvent) -> Result<(), SinkError> {
         match self.durability {
             Durability::Durable => self.record_durable(event).await,
-            Durability::Async if !self.wait_for_room(self.room_wait).await => Err(SinkError::QueueFull),
+            Durability::Async if !self.wait_for_room(self.room_wait).await => {
+                Err(SinkError::QueueFull)
+            }
             Durability::Async => self.record_queued(event),
         }
     }
@@ -302,13 +324,7 @@ async fn write_loop(
         };
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            match message {
-                Message::Event(e, ack) => {
-                    events.push(e);
-                    acks.extend(ack);
-                }
-                Message::Flush(done) => flushes.push(done),
-            }
+            message.sort_into(&mut events, &mut acks, &mut flushes);
             if events.len() < batch_max {
                 next = rx.try_recv().ok();
             }
@@ -345,13 +361,7 @@ async fn write_loop(
                     // Requests that queued after this batch was taken are
                     // refused now too, rather than wait for the store.
                     while let Ok(message) = rx.try_recv() {
-                        match message {
-                            Message::Event(e, ack) => {
-                                events.push(e);
-                                acks.extend(ack);
-                            }
-                            Message::Flush(done) => flushes.push(done),
-                        }
+                        message.sort_into(&mut events, &mut acks, &mut flushes);
                     }
                     for ack in acks.drain(..) {
                         let _ = ack.send(Err(SinkError::Unavailable));
@@ -502,7 +512,10 @@ mod tests {
         assert!(!sink.has_room());
         let started = std::time::Instant::now();
         assert_eq!(sink.record(event(9)).await, Err(SinkError::QueueFull));
-        assert!(started.elapsed() >= Duration::from_millis(200), "refused without waiting for room");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "refused without waiting for room"
+        );
         // Outcomes of admitted requests are still accepted, never dropped.
         sink.record_queued(event(4)).unwrap();
         admin_exec(&admin, "DROP TRIGGER block").await;

@@ -135,6 +135,33 @@ impl SecurityEvent {
         }
     }
 
+    /// Starts the event for a change an operator made through `service`
+    /// (`admin` API or `cli`): Account Change (3001) for identities (users,
+    /// keys, roles), API Activity otherwise; the activity comes from the
+    /// operation's verb (`keys.create` → Create).
+    pub fn change(operation: &str, service: &str, resource: Value) -> EventBuilder {
+        let identity = ["users.", "keys.", "roles."]
+            .iter()
+            .any(|p| operation.starts_with(p));
+        let class = if identity {
+            EventClass::AccountChange
+        } else {
+            EventClass::ApiActivity
+        };
+        let (activity_id, activity) = match operation.rsplit('.').next() {
+            Some("create") => (1, "Create"),
+            Some("revoke") => (4, "Delete"),
+            Some("disable") => (5, "Disable"),
+            _ => (99, "Other"),
+        };
+        Self::builder(class, activity_id, activity, Outcome::Success)
+            .field(
+                "api",
+                serde_json::json!({"operation": operation, "service": {"name": service}}),
+            )
+            .field("resources", serde_json::json!([resource]))
+    }
+
     /// The event as one JSON line (the OCSF object).
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(&self.body).unwrap_or_default()

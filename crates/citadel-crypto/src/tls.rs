@@ -37,13 +37,22 @@ fn private_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
 /// A TLS server configuration from a PEM chain and key: TLS 1.3 only,
 /// ALPN `h2` then `http/1.1`.
 pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+    let builder = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(
-            certs(chain_pem, "server certificate")?,
-            private_key(key_pem, "server key")?,
-        )?;
+        .with_no_client_auth();
+    with_certificate(builder, chain_pem, key_pem)
+}
+
+/// Finishes a server configuration: its certificate and ALPN (`h2`, `http/1.1`).
+fn with_certificate(
+    builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>> {
+    let mut config = builder.with_single_cert(
+        certs(chain_pem, "server certificate")?,
+        private_key(key_pem, "server key")?,
+    )?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -69,15 +78,10 @@ pub fn server_config_requiring_client_cert(
         path: "client CA".into(),
         reason: e.to_string(),
     })?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            certs(chain_pem, "server certificate")?,
-            private_key(key_pem, "server key")?,
-        )?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .with_client_cert_verifier(verifier);
+    with_certificate(builder, chain_pem, key_pem)
 }
 
 /// How Citadel verifies an upstream and proves itself to it.

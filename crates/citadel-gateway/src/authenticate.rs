@@ -90,15 +90,7 @@ async fn authenticate(
         }
         Err(failure) => {
             trail.update(|t| t.error = Some(ErrorCode::InvalidCredentials));
-            let view = RequestView {
-                info: &info,
-                method: req.method(),
-                path: req.uri().path(),
-                user_agent: req
-                    .headers()
-                    .get(http::header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok()),
-            };
+            let view = RequestView::of(&info, &req);
             refuse_credentials(&state, &view, failure, "gateway").await
         }
     }

@@ -65,15 +65,7 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         Action::CallRoute => "call_route",
         Action::Admin(op) => op,
     };
-    let view = RequestView {
-        info: &info,
-        method: req.method(),
-        path: req.uri().path(),
-        user_agent: req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
-    };
+    let view = RequestView::of(&info, &req);
     let event = authorization_decision(
         &view,
         &principal,

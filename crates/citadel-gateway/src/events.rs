@@ -92,7 +92,20 @@ pub struct RequestView<'a> {
     pub user_agent: Option<&'a str>,
 }
 
-impl RequestView<'_> {
+impl<'a> RequestView<'a> {
+    /// The view of a request as it arrived.
+    pub fn of(info: &'a RequestInfo, req: &'a crate::GatewayRequest) -> Self {
+        Self {
+            info,
+            method: req.method(),
+            path: req.uri().path(),
+            user_agent: req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+
     fn fields(&self) -> (serde_json::Value, serde_json::Value) {
         request_fields(self.info, self.method, self.path, self.user_agent)
     }

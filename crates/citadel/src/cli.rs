@@ -238,25 +238,9 @@ fn load_config(cli: &Cli, data: &DataDir) -> Result<Config> {
 
 fn operator_event(operation: &str, resource: serde_json::Value) -> SecurityEvent {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let (activity_id, activity) = match operation.rsplit('.').next() {
-        Some("create") => (1, "Create"),
-        Some("revoke") => (4, "Delete"),
-        Some("disable") => (5, "Disable"),
-        _ => (99, "Other"),
-    };
-    SecurityEvent::builder(
-        EventClass::AccountChange,
-        activity_id,
-        activity,
-        Outcome::Success,
-    )
-    .actor_named(&format!("cli:{user}"), &user, "operator")
-    .field(
-        "api",
-        serde_json::json!({"operation": operation, "service": {"name": "cli"}}),
-    )
-    .field("resources", serde_json::json!([resource]))
-    .build()
+    SecurityEvent::change(operation, "cli", resource)
+        .actor_named(&format!("cli:{user}"), &user, "operator")
+        .build()
 }
 
 async fn record_event(store: &Store, event: SecurityEvent) -> Result<()> {
