@@ -610,6 +610,10 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
     if let Some(l) = args.admin_listen {
         config.admin.listen = l;
     }
+    // Handlers first, so a SIGHUP or SIGTERM right after start is not fatal.
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let running = serve::start(ServeRequest {
         data,
         config,
@@ -654,21 +658,17 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
         let _ = std::io::stdout().flush();
     }
     eprintln!();
-    wait_for_signals(&running).await;
+    wait_for_signals(&running, term, hup).await;
     eprintln!("shutting down: finishing open requests and writing queued events");
     running.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signals(running: &serve::Running) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
+async fn wait_for_signals(
+    running: &serve::Running,
+    mut term: tokio::signal::unix::Signal,
+    mut hup: tokio::signal::unix::Signal,
+) {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,

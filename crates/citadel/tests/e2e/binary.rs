@@ -126,6 +126,86 @@ async fn serve_demo_prints_a_curl_line_that_works_and_cli_revocation_reaches_the
     drop(server);
 }
 
+#[tokio::test]
+async fn sighup_reloads_policies_and_sigterm_stops_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    // Files are polled only hourly here, so the reload below can only come from SIGHUP.
+    std::fs::write(
+        data.path().join("citadel.toml"),
+        "[policy]\npoll_interval = \"1h\"\n",
+    )
+    .unwrap();
+    let mut child = citadel(data.path())
+        .args([
+            "--log",
+            "info",
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("curl "))
+    })
+    .await
+    .unwrap()
+    .expect("curl line");
+    let status = |line: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{line} -s -o /dev/null -w '%{{http_code}}' --max-time 5"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status(&line), "200");
+    // A forbid policy, with the file-watch interval far away: only SIGHUP can apply it now.
+    std::fs::write(
+        data.path().join("policies/zz-deny.cedar"),
+        "@id(\"maintenance\")\nforbid (principal, action == Citadel::Action::\"invoke_model\", resource);\n",
+    )
+    .unwrap();
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let started = Instant::now();
+    let mut denied = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if status(&line) == "403" {
+            denied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(denied, "the policy was not applied after SIGHUP");
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        exit.success(),
+        "serve did not exit cleanly on SIGTERM: {exit:?}"
+    );
+    let log: String = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(log.contains("policies reloaded"), "{log}");
+}
+
 #[test]
 fn key_commands_print_json_and_never_store_the_secret() {
     let data = tempfile::tempdir().unwrap();
