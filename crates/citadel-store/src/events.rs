@@ -65,7 +65,8 @@ const ROWS_PER_INSERT: usize = 256;
 
 impl Store {
     /// Appends a batch of events in one transaction: all or none become
-    /// durable (group commit).
+    /// durable (group commit). Events already stored (same id) are skipped,
+    /// so a retried batch is safe.
     pub async fn append_events(&self, events: &[SecurityEvent]) -> Result<()> {
         let rows: Vec<EventRow> = events.iter().map(EventRow::from).collect();
         self.append_rows(&rows).await
@@ -142,6 +143,10 @@ async fn append_rows_on<R: std::borrow::Borrow<EventRow>>(
                     }
                 }
             }
+            // Appending is idempotent: a batch retried after a commit whose
+            // outcome was unknown (connection lost mid-commit) must neither
+            // duplicate events nor fail forever on the unique id.
+            sql.push_str(" ON CONFLICT (id) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for e in chunk {
                 let e = e.borrow();
