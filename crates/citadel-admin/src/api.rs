@@ -132,22 +132,57 @@ async fn authorize(
     area: &str,
 ) -> Result<(), AdminError> {
     debug_assert!(ADMIN_OPERATIONS.contains(&operation));
+    decide(
+        state,
+        caller,
+        Action::Admin(operation),
+        &Resource::AdminApi(area),
+        json!({"type": "AdminApi", "uid": area}),
+    )
+    .await
+}
+
+/// Asks, per role, whether the caller may hand it out (`grant_role`), so an
+/// operator cannot mint a key or user more privileged than policy allows.
+async fn authorize_grants(
+    state: &AdminState,
+    caller: &Caller,
+    roles: &[String],
+) -> Result<(), AdminError> {
+    for role in roles {
+        decide(
+            state,
+            caller,
+            Action::GrantRole,
+            &Resource::Role(role),
+            json!({"type": "Role", "uid": role}),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One Cedar decision on the admin API, recorded durably before it takes effect.
+async fn decide(
+    state: &AdminState,
+    caller: &Caller,
+    action: Action,
+    resource: &Resource<'_>,
+    resource_json: Value,
+) -> Result<(), AdminError> {
     let facts = RequestFacts {
         source_ip: caller.info.client.ip(),
         method: caller.method.as_str(),
         path: &caller.path,
     };
-    let decision = state.policy.authorize(
-        &caller.principal,
-        Action::Admin(operation),
-        &Resource::AdminApi(area),
-        &facts,
-    );
+    let decision = state
+        .policy
+        .authorize(&caller.principal, action, resource, &facts);
     let event = authorization_decision(
         &caller.view(),
         &caller.principal,
-        operation,
-        json!({"type": "AdminApi", "uid": area}),
+        action.cedar_id(),
+        resource_json,
         decision.allowed,
         &decision.policies,
         "admin",
@@ -159,7 +194,7 @@ async fn authorize(
         ));
     }
     if !decision.allowed {
-        tracing::info!(principal = %caller.principal.id, operation, "admin call denied by policy");
+        tracing::info!(principal = %caller.principal.id, action = action.cedar_id(), "admin call denied by policy");
         return Err(AdminError::new(
             ErrorCode::Forbidden,
             "your role is not permitted to do this",
@@ -246,6 +281,7 @@ async fn create_user(
 ) -> ApiResult {
     authorize(&state, &caller, "users.create", "users").await?;
     let body = json_body(body)?;
+    authorize_grants(&state, &caller, &body.roles).await?;
     let user = citadel_identity::create_user(&state.store, &body.name, body.roles).await?;
     record_change(
         &state,
@@ -350,13 +386,14 @@ async fn create_key(
     let body = json_body(body)?;
     let mut roles = body.roles;
     roles.extend(body.role);
+    authorize_grants(&state, &caller, &roles).await?;
     let expires_in_ms = body
         .expires
         .as_deref()
         .map(clock::parse_duration)
         .transpose()
         .map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?
-        .map(|d| d.as_millis() as i64);
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     if body.rpm.is_some_and(|v| v < 1) || body.tpm.is_some_and(|v| v < 1) {
         return Err(AdminError::new(
             ErrorCode::InvalidRequest,

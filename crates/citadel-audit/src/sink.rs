@@ -373,6 +373,10 @@ async fn write_loop(
         }
         sink.written
             .fetch_add(events.len() as i64, Ordering::Relaxed);
+        if sink.has_room() {
+            // Wake admissions waiting for the writer to catch up.
+            sink.room.notify_waiters();
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(Ok(()));
         }
@@ -518,7 +522,24 @@ mod tests {
         );
         // Outcomes of admitted requests are still accepted, never dropped.
         sink.record_queued(event(4)).unwrap();
+        // A request waiting for room is woken as soon as the writer catches
+        // up, not at the end of its wait.
+        let waiter = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                (
+                    sink.wait_for_room(Duration::from_secs(30)).await,
+                    started.elapsed(),
+                )
+            })
+        };
         admin_exec(&admin, "DROP TRIGGER block").await;
+        let (room, waited) = waiter.await.unwrap();
+        assert!(
+            room && waited < Duration::from_secs(10),
+            "woken after {waited:?}"
+        );
         sink.flush().await;
         assert_eq!(store.count_events().await.unwrap(), 4);
         assert!(sink.has_room());

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// The request body exceeds the configured limit.
     PayloadTooLarge,
+    /// The request target (path and query) is too long.
+    UriTooLong,
     /// The client was too slow to send its request.
     RequestTimeout,
     /// A rate limit was reached; see `Retry-After`.
@@ -63,6 +65,7 @@ impl ErrorCode {
             Self::InvalidPolicy => "invalid_policy",
             Self::HeadersTooLarge => "headers_too_large",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UriTooLong => "uri_too_long",
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limited",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -85,6 +88,7 @@ impl ErrorCode {
             Self::Conflict => S::CONFLICT,
             Self::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => S::URI_TOO_LONG,
             Self::RequestTimeout => S::REQUEST_TIMEOUT,
             Self::RateLimited => S::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable => S::BAD_GATEWAY,

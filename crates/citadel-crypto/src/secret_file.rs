@@ -24,10 +24,16 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     let tmp = path.with_extension("tmp");
+    // A leftover temporary file (or a link planted there) is removed, and the
+    // new one is created exclusively, so its mode is ours and no link is followed.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp)(e)),
+    }
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(&tmp))?;

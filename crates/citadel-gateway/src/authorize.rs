@@ -60,13 +60,9 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
     let decision = state
         .policy
         .authorize(&principal, action, &resource, &facts);
-    let action_name = match action {
-        Action::InvokeModel => "invoke_model",
-        Action::CallRoute => "call_route",
-        Action::Admin(op) => op,
-    };
+    let action_name = action.cedar_id();
     let view = RequestView::of(&info, &req);
-    let event = authorization_decision(
+    let mut event = authorization_decision(
         &view,
         &principal,
         action_name,
@@ -75,6 +71,9 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         &decision.policies,
         "gateway",
     );
+    if !decision.errors.is_empty() {
+        event.body["unmapped"] = serde_json::json!({"policy_errors": decision.errors});
+    }
     trail.update(|t| t.policies = decision.policies.clone());
     if let Err(refusal) = crate::events::record_decision(&state.sink, event).await {
         trail.update(|t| t.error = Some(refusal.code));

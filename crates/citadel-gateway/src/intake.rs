@@ -1,8 +1,10 @@
 //! Layer 1, intake: the cheapest refusals, before any credential is looked
 //! at. Refuses when security events cannot be recorded (503
 //! `audit_unavailable` — Citadel never runs unrecorded), when the headers
-//! are too large (431) and when a declared body is too large (413); caps
-//! the body a client may stream at the configured size.
+//! are too large (431), when a declared body is too large (413), and when
+//! the path is ambiguous (400: dot segments, empty segments, encoded
+//! separators — a path that routing, policy and the upstream could read
+//! differently) or too long (414); caps the body a client may stream.
 //!
 //! The connection limit, TLS, header-read timeout and request id are applied
 //! earlier still, by the server as it accepts (see `server.rs`).
@@ -20,6 +22,35 @@ use crate::{error_response, GatewayRequest, GatewayResponse};
 /// The intake layer.
 pub fn layer(state: Arc<GatewayState>) -> StageLayer {
     StageLayer::new("intake", state, |s, r, n| Box::pin(intake(s, r, n)))
+}
+
+/// Longest request target (path and query) accepted.
+pub const MAX_TARGET_BYTES: usize = 8192;
+
+/// Why a path is refused, if it is: routing, Cedar's `context.path` and the
+/// upstream all see the raw path, so it must mean one thing to all of them.
+pub fn ambiguous_path(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("the path must start with /");
+    }
+    if path.contains('\\') {
+        return Some("the path contains a backslash");
+    }
+    let lower = path.to_ascii_lowercase();
+    for encoded in ["%2e", "%2f", "%5c", "%00"] {
+        if lower.contains(encoded) {
+            return Some("the path contains an encoded dot, separator or NUL");
+        }
+    }
+    for segment in path[1..].split('/') {
+        if segment == "." || segment == ".." {
+            return Some("the path contains a dot segment");
+        }
+    }
+    if path[1..].contains("//") || (path.len() > 1 && path[1..].starts_with('/')) {
+        return Some("the path contains an empty segment");
+    }
+    None
 }
 
 /// Bytes the headers take on the wire (name, value, `: ` and CRLF).
@@ -65,6 +96,16 @@ async fn intake(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Ga
             &format!("request headers exceed {} bytes", limits.max_header_bytes),
         );
     }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > MAX_TARGET_BYTES {
+        return refuse(
+            ErrorCode::UriTooLong,
+            &format!("the request target exceeds {MAX_TARGET_BYTES} bytes"),
+        );
+    }
+    if let Some(reason) = ambiguous_path(req.uri().path()) {
+        return refuse(ErrorCode::InvalidRequest, reason);
+    }
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -79,4 +120,37 @@ async fn intake(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Ga
     let max = limits.max_body_bytes;
     let req = req.map(|body| Limited::new(body, max).boxed_unsync());
     call_next(next, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ambiguous_path;
+
+    #[test]
+    fn ambiguous_paths_are_refused_and_plain_ones_pass() {
+        for ok in [
+            "/",
+            "/v1/chat/completions",
+            "/data-api/tables/7",
+            "/data-api/a.b/c..d",
+            "/x/%20y",
+        ] {
+            assert_eq!(ambiguous_path(ok), None, "{ok}");
+        }
+        for bad in [
+            "/data-api/public/../admin",
+            "/data-api/..",
+            "/data-api/./x",
+            "/data-api/%2e%2e/x",
+            "/data-api/%2E%2e/x",
+            "/data-api%2fadmin",
+            "/data-api/a%5cb",
+            "/data-api//x",
+            "//data-api/x",
+            "/data-api/a\\b",
+            "relative",
+        ] {
+            assert!(ambiguous_path(bad).is_some(), "{bad}");
+        }
+    }
 }

@@ -254,7 +254,8 @@ fn total_tokens(v: &serde_json::Value) -> Option<u64> {
                 .get("completion_tokens")
                 .and_then(|t| t.as_u64())
                 .unwrap_or(0);
-            (p + c > 0).then_some(p + c)
+            let total = p.saturating_add(c);
+            (total > 0).then_some(total)
         })
 }
 

@@ -138,7 +138,7 @@ impl RateLimiter {
         }
         for (name, _) in budgets {
             if let Some(w) = windows.get_mut(name) {
-                w.requests += 1;
+                w.requests = w.requests.saturating_add(1);
             }
         }
         Ok(())
@@ -152,7 +152,7 @@ impl RateLimiter {
             if limit.tpm.is_some() {
                 let w = windows.entry(name.clone()).or_default();
                 w.roll(minute);
-                w.tokens += tokens;
+                w.tokens = w.tokens.saturating_add(tokens);
             }
         }
     }

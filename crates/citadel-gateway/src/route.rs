@@ -131,34 +131,9 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
                 return refuse(&trail, &info, code, message);
             }
         };
-        let model = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(map)) => match map.get("model") {
-                Some(serde_json::Value::String(m)) => m.clone(),
-                _ => {
-                    return refuse(
-                        &trail,
-                        &info,
-                        ErrorCode::InvalidJson,
-                        "the body must name a `model` (string)",
-                    )
-                }
-            },
-            Ok(_) => {
-                return refuse(
-                    &trail,
-                    &info,
-                    ErrorCode::InvalidJson,
-                    "the body must be a JSON object",
-                )
-            }
-            Err(e) => {
-                return refuse(
-                    &trail,
-                    &info,
-                    ErrorCode::InvalidJson,
-                    format!("the body is not valid JSON: {e}"),
-                )
-            }
+        let model = match model_of(&bytes) {
+            Ok(m) => m,
+            Err(reason) => return refuse(&trail, &info, ErrorCode::InvalidJson, reason),
         };
         let Some(upstream) = state.upstream_for_model(&model).cloned() else {
             return refuse(
@@ -192,6 +167,52 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
         ErrorCode::RouteNotFound,
         format!("no route for {path}"),
     )
+}
+
+/// The body's top-level keys, refusing duplicates: JSON parsers disagree on
+/// which duplicate wins, so `{"model":"a","model":"b"}` could be authorized
+/// as one model and served as another.
+struct TopLevel(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopLevel, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The `model` an OpenAI-compatible body names.
+pub(crate) fn model_of(body: &[u8]) -> Result<String, String> {
+    let TopLevel(map) = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            format!("the body must be a JSON object without duplicate keys: {e}")
+        } else {
+            format!("the body is not valid JSON: {e}")
+        }
+    })?;
+    match map.get("model") {
+        Some(serde_json::Value::String(m)) => Ok(m.clone()),
+        _ => Err("the body must name a `model` (string)".into()),
+    }
 }
 
 async fn list_models(
@@ -262,4 +283,25 @@ async fn list_models(
         StatusCode::OK,
         &serde_json::json!({"object": "list", "data": data}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_of;
+
+    #[test]
+    fn model_is_read_and_ambiguous_bodies_refused() {
+        assert_eq!(model_of(br#"{"model":"m","messages":[]}"#).unwrap(), "m");
+        assert!(model_of(br#"{"model":"a","model":"b"}"#)
+            .unwrap_err()
+            .contains("duplicate"));
+        assert!(model_of(br#"[1]"#).is_err());
+        assert!(model_of(br#"{"model":7}"#).is_err());
+        assert!(model_of(b"{oops").is_err());
+        // Duplicates deeper down do not affect routing and are left to the upstream.
+        assert_eq!(
+            model_of(br#"{"model":"m","x":{"a":1,"a":2}}"#).unwrap(),
+            "m"
+        );
+    }
 }

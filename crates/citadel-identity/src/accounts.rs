@@ -18,6 +18,14 @@ pub enum AccountError {
     /// No role was given.
     #[error("at least one role is required")]
     NoRole,
+    /// A user-owned key may only carry roles its user holds.
+    #[error("user `{user}` does not hold role `{role}`; a user's key cannot carry more than the user's roles")]
+    RoleNotHeld {
+        /// The owning user.
+        user: String,
+        /// The role asked for.
+        role: String,
+    },
     /// Storage refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -119,6 +127,12 @@ pub async fn create_api_key(
     let (owner_kind, owner_id, owner_name) = match &request.user {
         Some(user) => {
             let u = store.find_user(user).await?;
+            if let Some(role) = request.roles.iter().find(|r| !u.roles.contains(r)) {
+                return Err(AccountError::RoleNotHeld {
+                    user: u.name,
+                    role: role.clone(),
+                });
+            }
             (PrincipalKind::User, u.id, u.name)
         }
         None => (
@@ -137,7 +151,7 @@ pub async fn create_api_key(
         roles: request.roles,
         hash: new.hash.clone(),
         created_at: now,
-        expires_at: request.expires_in_ms.map(|d| now + d),
+        expires_at: request.expires_in_ms.map(|d| now.saturating_add(d)),
         revoked_at: None,
         last_used_at: None,
         rpm: request.rpm,

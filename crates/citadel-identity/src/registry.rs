@@ -79,6 +79,8 @@ pub struct KeyRegistry {
     keys: ArcSwap<HashMap<String, CachedKey>>,
     version: Mutex<i64>,
     last_used: Mutex<HashMap<String, i64>>,
+    /// One refresh at a time, so an older snapshot never replaces a newer one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -96,6 +98,7 @@ impl KeyRegistry {
             keys: ArcSwap::from_pointee(HashMap::new()),
             version: Mutex::new(-1),
             last_used: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
         });
         registry.refresh().await?;
         Ok(registry)
@@ -108,6 +111,7 @@ impl KeyRegistry {
 
     /// Rebuilds the snapshot from the store.
     pub async fn refresh(&self) -> citadel_store::Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let version = self.store.enforcement_version().await?;
         let disabled: std::collections::HashSet<String> = self
             .store

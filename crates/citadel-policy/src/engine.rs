@@ -28,14 +28,18 @@ pub enum Action {
     CallRoute,
     /// An admin API operation (one of [`crate::ADMIN_OPERATIONS`]).
     Admin(&'static str),
+    /// Giving a role to a new user or key.
+    GrantRole,
 }
 
 impl Action {
-    fn cedar_id(self) -> &'static str {
+    /// The Cedar action id (`invoke_model`, `keys.create`, …).
+    pub fn cedar_id(self) -> &'static str {
         match self {
             Self::InvokeModel => "invoke_model",
             Self::CallRoute => "call_route",
             Self::Admin(op) => op,
+            Self::GrantRole => "grant_role",
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum Resource<'a> {
     },
     /// An area of the admin API (`keys`, `users`, …).
     AdminApi(&'a str),
+    /// A role, for [`Action::GrantRole`].
+    Role(&'a str),
 }
 
 /// Facts about the request, passed to Cedar as context.
@@ -143,6 +149,13 @@ impl DecisionKey {
                     String::new(),
                     String::new(),
                 ),
+                Resource::Role(role) => (
+                    3,
+                    (*role).to_owned(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
             },
             source_ip: facts.source_ip,
             method: facts.method.to_owned(),
@@ -153,6 +166,8 @@ impl DecisionKey {
 
 /// Memoized decisions; emptied on every reload and when full.
 const DECISION_CACHE_MAX: usize = 16_384;
+/// Longest path whose decisions are memoized.
+const MAX_CACHED_PATH: usize = 256;
 
 struct Active {
     loaded: LoadedPolicies,
@@ -297,7 +312,9 @@ impl PolicyEngine {
         match self.evaluate(&active, principal, action, resource, facts) {
             Ok(d) => {
                 let mut decisions = self.decisions.lock();
-                if Arc::ptr_eq(&active, &self.active.load()) {
+                // Long paths (http routes) are evaluated but not remembered, so
+                // clients cannot fill the cache with large keys.
+                if key.path.len() <= MAX_CACHED_PATH && Arc::ptr_eq(&active, &self.active.load()) {
                     if decisions.len() >= DECISION_CACHE_MAX {
                         decisions.clear();
                     }
@@ -389,6 +406,11 @@ impl PolicyEngine {
                 entities.push(Entity::with_uid(id.clone()));
                 id
             }
+            Resource::Role(role) => {
+                let id = uid("Citadel::Role", role);
+                entities.push(Entity::with_uid(id.clone()));
+                id
+            }
         };
         let context = Context::from_pairs([
             (
@@ -424,11 +446,19 @@ impl PolicyEngine {
         if policies.is_empty() && !allowed {
             policies.push("default-deny".into());
         }
-        let errors = response
+        let errors: Vec<String> = response
             .diagnostics()
             .errors()
             .map(|e| e.to_string())
             .collect();
+        if !errors.is_empty() {
+            // A policy that errors is skipped by Cedar (even a forbid); say so.
+            tracing::warn!(
+                ?errors,
+                action = action.cedar_id(),
+                "policy evaluation errors"
+            );
+        }
         Ok(Decision {
             allowed,
             policies,

@@ -285,3 +285,27 @@ fn failed_reload_keeps_the_set_in_force() {
     assert!(!d.allowed);
     assert_eq!(d.policies, vec!["nobody"]);
 }
+
+#[test]
+fn only_admins_grant_the_privileged_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let grant = |roles: &[&str], role: &str| {
+        engine
+            .authorize(
+                &who(roles),
+                Action::GrantRole,
+                &Resource::Role(role),
+                &facts(),
+            )
+            .allowed
+    };
+    assert!(grant(&["operator"], "developer"));
+    assert!(grant(&["operator"], "service"));
+    assert!(!grant(&["operator"], "admin"));
+    assert!(!grant(&["operator"], "operator"));
+    assert!(grant(&["admin"], "admin"));
+    assert!(!grant(&["auditor"], "developer"));
+    assert!(!grant(&["developer"], "developer"));
+}

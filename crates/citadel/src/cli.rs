@@ -344,7 +344,7 @@ async fn run_key(store: &Store, data: &DataDir, cmd: KeyCommand) -> Result<()> {
                 .map(clock::parse_duration)
                 .transpose()
                 .map_err(anyhow::Error::msg)?
-                .map(|d| d.as_millis() as i64);
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             if rpm == Some(0) || tpm == Some(0) {
                 bail!("--rpm and --tpm must be at least 1");
             }

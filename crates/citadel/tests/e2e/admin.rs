@@ -50,6 +50,57 @@ async fn admin_calls_are_authenticated_authorized_and_recorded() {
     .await;
     assert_eq!(s, 403);
 
+    // An operator manages keys but cannot mint one more privileged than policy allows.
+    let (_, operator) = c.key("operator", json!({})).await;
+    let r = c
+        .client
+        .post(&keys)
+        .bearer_auth(&operator)
+        .json(&json!({"name": "ci", "role": "service"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .client
+        .post(&keys)
+        .bearer_auth(&operator)
+        .json(&json!({"name": "root", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, code, _) = code_of(r).await;
+    assert_eq!((s, code.as_str()), (403, "forbidden"));
+    let r = c
+        .client
+        .post(format!("{}/api/v1/users", c.admin))
+        .bearer_auth(&operator)
+        .json(&json!({"name": "mallory", "roles": ["operator"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.0, 403);
+    // A user's key cannot carry a role the user lacks.
+    let r = c
+        .client
+        .post(format!("{}/api/v1/users", c.admin))
+        .bearer_auth(&c.admin_key)
+        .json(&json!({"name": "alice", "roles": ["developer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .client
+        .post(&keys)
+        .bearer_auth(&c.admin_key)
+        .json(&json!({"name": "a", "role": "auditor", "user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, code, _) = code_of(r).await;
+    assert_eq!((s, code.as_str()), (400, "invalid_request"));
+
     // Listing never shows secrets or hashes.
     let v: Value = c
         .client

@@ -167,6 +167,16 @@ async fn http_upstreams_are_routed_by_prefix_without_client_credentials_or_hop_h
     for h in ["authorization", "x-private-hop", "proxy-authorization"] {
         assert!(headers.get(h).is_none(), "{h} was forwarded: {headers}");
     }
+    // An ambiguous path is refused before it can be routed.
+    let r = c
+        .client
+        .get(format!("{}/data-api//tables", c.gateway))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = code_of(r).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
     // A path that only shares a prefix's letters is not routed there.
     let r = c
         .client
