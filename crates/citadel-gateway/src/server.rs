@@ -33,8 +33,12 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open connections allowed.
     pub max_connections: usize,
-    /// Deadline for a request's headers (and for an idle keep-alive connection).
+    /// Deadline for a request's headers.
     pub header_read_timeout: Duration,
+    /// A connection (HTTP/1.1 keep-alive or HTTP/2) that starts no request
+    /// for this long is closed gracefully, freeing its connection slot;
+    /// responses still streaming finish first.
+    pub idle_timeout: Duration,
     /// Header bytes hyper buffers before it refuses with 431 itself.
     pub max_header_bytes: usize,
     /// Metrics to count connections in.
@@ -121,7 +125,14 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let started = Instant::now();
+    let last_request = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = last_request.clone();
     let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        seen.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut service = service.clone();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(RequestInfo {
@@ -148,15 +159,29 @@ async fn serve_connection<I>(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection(TokioIo::new(io), hyper_service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    let idle_ms = options.idle_timeout.as_millis().max(1) as u64;
+    let mut idle_check =
+        tokio::time::interval(options.idle_timeout.max(Duration::from_millis(10)) / 2);
+    idle_check.tick().await;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed() => break,
+            _ = idle_check.tick() => {
+                let idle = (started.elapsed().as_millis() as u64)
+                    .saturating_sub(last_request.load(std::sync::atomic::Ordering::Relaxed));
+                if idle >= idle_ms {
+                    tracing::debug!(client = %peer, "idle connection closed");
+                    break;
+                }
             }
         }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
     }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }

@@ -282,11 +282,12 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let limits = &config.limits;
-    let header_read_timeout = limits.request_timeout.min(limits.idle_timeout);
+    let header_read_timeout = limits.request_timeout;
     let gateway_options = ServeOptions {
         tls: gateway_tls.clone(),
         max_connections: limits.max_connections,
         header_read_timeout,
+        idle_timeout: limits.idle_timeout,
         max_header_bytes: limits.max_header_bytes,
         metrics: Some(metrics.clone()),
     };
@@ -294,6 +295,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         tls: admin_tls,
         max_connections: 256,
         header_read_timeout,
+        idle_timeout: limits.idle_timeout,
         max_header_bytes: limits.max_header_bytes,
         metrics: None,
     };

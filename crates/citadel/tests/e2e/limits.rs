@@ -362,3 +362,45 @@ async fn per_model_limits_from_config_apply_across_keys() {
     assert_eq!(c.chat(&b, json!({"model": "m1"})).await.status(), 200);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_including_http2() {
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start(&format!(
+        "{}\n[limits]\nidle_timeout = \"400ms\"\n",
+        upstream_config(addr)
+    ))
+    .await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let open = || async {
+        let text = c
+            .client
+            .get(format!("{}/metrics", c.admin))
+            .bearer_auth(&c.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("citadel_open_connections "))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let r = c.chat(&key, json!({"model": "m1"})).await;
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        open().await,
+        1,
+        "the HTTP/2 connection is open after the request"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(open().await, 0, "an idle HTTP/2 connection kept its slot");
+    // A new request simply opens a new connection.
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
+    c.stop().await;
+}

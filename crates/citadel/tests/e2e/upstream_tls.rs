@@ -56,6 +56,7 @@ async fn mtls_upstream(dir: &Path) -> (std::net::SocketAddr, String, String, Str
             tls: Some(tls),
             max_connections: 64,
             header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
             max_header_bytes: 16384,
             metrics: None,
         },
