@@ -68,13 +68,15 @@ impl Message {
     fn sort_into(
         self,
         events: &mut Vec<Encoded>,
-        acks: &mut Vec<Ack>,
+        acks: &mut Vec<(usize, Ack)>,
         flushes: &mut Vec<oneshot::Sender<()>>,
     ) {
         match self {
             Message::Event(e, ack) => {
+                if let Some(ack) = ack {
+                    acks.push((events.len(), ack));
+                }
                 events.push(e);
-                acks.extend(ack);
             }
             Message::Flush(done) => flushes.push(done),
         }
@@ -94,6 +96,24 @@ impl Encoded {
             row: EventRow::from(&event),
             event: Arc::new(event),
         }
+    }
+
+    /// Rewrites a decision whose request was refused because the event could
+    /// not be written in time: when it is finally stored, it must not read as
+    /// an allowed request.
+    fn mark_refused(&mut self) {
+        let mut event = (*self.event).clone();
+        event.outcome = citadel_core::Outcome::Failure;
+        let body = &mut event.body;
+        body["status_id"] = serde_json::json!(2);
+        body["status"] = serde_json::json!("Failure");
+        body["disposition_id"] = serde_json::json!(2);
+        body["disposition"] = serde_json::json!("Blocked");
+        body["status_detail"] = serde_json::json!(
+            "audit_unavailable: the request was refused because its event could not be recorded in time"
+        );
+        self.row = EventRow::from(&event);
+        self.event = Arc::new(event);
     }
 }
 
@@ -363,8 +383,9 @@ async fn write_loop(
                     while let Ok(message) = rx.try_recv() {
                         message.sort_into(&mut events, &mut acks, &mut flushes);
                     }
-                    for ack in acks.drain(..) {
+                    for (index, ack) in acks.drain(..) {
                         let _ = ack.send(Err(SinkError::Unavailable));
+                        events[index].mark_refused();
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -377,7 +398,7 @@ async fn write_loop(
             // Wake admissions waiting for the writer to catch up.
             sink.room.notify_waiters();
         }
-        for ack in acks.drain(..) {
+        for (_, ack) in acks.drain(..) {
             let _ = ack.send(Ok(()));
         }
         for done in flushes.drain(..) {
@@ -493,6 +514,12 @@ mod tests {
         admin_exec(&admin, "DROP TRIGGER block").await;
         sink.flush().await;
         assert_eq!(store.count_events().await.unwrap(), 2);
+        // Both refused requests' events are stored, and say they were refused.
+        let (stored, _) = store.query_events(&Default::default()).await.unwrap();
+        for e in stored {
+            assert_eq!(e.outcome, citadel_core::Outcome::Failure);
+            assert_eq!(e.body["disposition"], "Blocked");
+        }
     }
 
     #[tokio::test]
