@@ -57,6 +57,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Request body bytes (413 above).
     pub max_body_bytes: usize,
+    /// Bytes of request bodies the gateway holds in memory at once, across
+    /// all requests (bodies it must read to route them). Past it, requests
+    /// are refused with 503 `overloaded` instead of exhausting memory.
+    pub max_buffered_bytes: usize,
     /// Time for a client to send its whole request (408 after).
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
@@ -78,6 +82,7 @@ impl Default for Limits {
         Self {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 8 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,

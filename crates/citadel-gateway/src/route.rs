@@ -69,6 +69,25 @@ fn refuse(
 
 /// Reads the whole (already size-capped) body within what is left of the
 /// request time.
+/// Memory reserved for a buffered body; released when the request is dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct BodyReservation(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+/// Reserves room for a body of `declared` bytes (or the maximum when the
+/// length is not declared) in the gateway-wide buffer budget.
+fn reserve_body(state: &GatewayState, declared: Option<u64>) -> Option<BodyReservation> {
+    let bytes = declared.map_or(state.config.limits.max_body_bytes as u64, |n| {
+        n.min(state.config.limits.max_body_bytes as u64)
+    });
+    let kib = (bytes.div_ceil(1024)).max(1) as u32;
+    state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(kib)
+        .ok()
+        .map(|p| BodyReservation(Arc::new(p)))
+}
+
 async fn read_body(
     state: &GatewayState,
     info: &RequestInfo,
@@ -114,6 +133,20 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
                 format!("use POST {path}"),
             );
         }
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(reservation) = reserve_body(&state, declared) else {
+            trail.update(|t| t.error = Some(ErrorCode::Overloaded));
+            let mut e = ApiError::new(
+                ErrorCode::Overloaded,
+                "the gateway holds as many request bodies as it may; retry after the number of seconds in Retry-After",
+            );
+            e.retry_after = Some(1);
+            return error_response(&e, Some(&info.id));
+        };
         let (parts, body) = req.into_parts();
         let bytes = match read_body(&state, &info, body).await {
             Ok(b) => b,
@@ -150,6 +183,8 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
         let mut req = http::Request::from_parts(parts, full(bytes));
         req.extensions_mut()
             .insert(Target::Model { upstream, model });
+        // Held until the request (and its buffered body) is dropped.
+        req.extensions_mut().insert(reservation);
         return call_next(next, req).await;
     }
     if let Some(upstream) = state.upstream_for_path(&path).cloned() {

@@ -27,6 +27,8 @@ pub struct GatewayState {
     pub metrics: Arc<GatewayMetrics>,
     /// Rate limits.
     pub limiter: RateLimiter,
+    /// Budget of request-body bytes held in memory, in KiB.
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     /// Upstreams by model name.
     pub(crate) by_model: HashMap<String, Arc<Upstream>>,
     /// `http` upstreams by prefix, longest first.
@@ -81,6 +83,9 @@ impl GatewayState {
         }
         by_prefix.sort_by_key(|u| std::cmp::Reverse(u.prefix().len()));
         let limiter = RateLimiter::new(config.rate_limits.clone());
+        let body_budget = Arc::new(tokio::sync::Semaphore::new(
+            (config.limits.max_buffered_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Ok(Arc::new(Self {
             config,
             registry,
@@ -88,6 +93,7 @@ impl GatewayState {
             sink,
             metrics,
             limiter,
+            body_budget,
             by_model,
             by_prefix,
         }))

@@ -404,3 +404,54 @@ async fn idle_connections_are_closed_including_http2() {
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn bodies_held_in_memory_are_bounded_across_requests() {
+    let up = Upstream::default();
+    let addr = up.start().await;
+    // Room for one 4 KiB body at a time.
+    let c = Citadel::start(&format!(
+        "{}\n[limits]\nmax_body_bytes = 4096\nmax_buffered_bytes = 4096\nrequest_timeout = \"3s\"\n",
+        upstream_config(addr)
+    ))
+    .await;
+    let (_, key) = c.key("developer", json!({})).await;
+    // A slow upload of undeclared length holds the whole budget...
+    let slow = futures_util::stream::unfold(0, |n| async move {
+        match n {
+            0 => Some((Ok::<_, std::io::Error>(b"{\"model\":".to_vec()), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Some((Ok(b"\"m1\"}".to_vec()), 2))
+            }
+            _ => None,
+        }
+    });
+    let holder = {
+        let (client, url, key) = (
+            c.client.clone(),
+            format!("{}/v1/chat/completions", c.gateway),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .body(reqwest::Body::wrap_stream(slow))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // ...so another body is refused rather than buffered beyond the budget.
+    let r = c.chat(&key, json!({"model": "m1"})).await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (s, code, _) = code_of(r).await;
+    assert_eq!((s, code.as_str()), (503, "overloaded"));
+    assert_eq!(holder.await.unwrap(), 200);
+    // Once the first request is done, its reservation is released.
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
+    c.stop().await;
+}
