@@ -411,7 +411,7 @@ async fn bodies_held_in_memory_are_bounded_across_requests() {
     let addr = up.start().await;
     // Room for one 4 KiB body at a time.
     let c = Citadel::start(&format!(
-        "{}\n[limits]\nmax_body_bytes = 4096\nmax_buffered_bytes = 4096\nrequest_timeout = \"3s\"\n",
+        "{}\n[limits]\nmax_body_bytes = 4096\nmax_buffered_bytes = 4096\nrequest_timeout = \"10s\"\n",
         upstream_config(addr)
     ))
     .await;
@@ -421,7 +421,7 @@ async fn bodies_held_in_memory_are_bounded_across_requests() {
         match n {
             0 => Some((Ok::<_, std::io::Error>(b"{\"model\":".to_vec()), 1)),
             1 => {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
                 Some((Ok(b"\"m1\"}".to_vec()), 2))
             }
             _ => None,
@@ -444,7 +444,7 @@ async fn bodies_held_in_memory_are_bounded_across_requests() {
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     // ...so another body is refused rather than buffered beyond the budget.
     let r = c.chat(&key, json!({"model": "m1"})).await;
     assert_eq!(r.headers()["retry-after"], "1");
