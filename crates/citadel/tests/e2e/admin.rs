@@ -405,3 +405,72 @@ async fn the_spine_runs_on_postgresql() {
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 401);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn replicas_sharing_postgresql_see_each_others_revocations_within_a_second() {
+    let Ok(base) = std::env::var("CITADEL_TEST_PG") else {
+        eprintln!("skipped: CITADEL_TEST_PG is not set, cluster test not run");
+        return;
+    };
+    let url = citadel_store::testing::fresh_postgres_database(&base).await;
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let a = Citadel::start_with(&upstream_config(addr), Some(url.clone())).await;
+    let b = a.start_replica(&upstream_config(addr), url).await;
+    assert!(
+        b.admin_key.is_empty(),
+        "a second replica must not bootstrap another admin"
+    );
+    let (id, key) = a.key("developer", json!({})).await;
+    // The key made on replica A works on replica B once B has polled.
+    let mut works_on_b = false;
+    for _ in 0..20 {
+        if b.chat(&key, json!({"model": "m1"})).await.status() == 200 {
+            works_on_b = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(works_on_b, "replica B never learned of the new key");
+    let r = a
+        .client
+        .post(format!("{}/api/v1/keys/{id}/revoke", a.admin))
+        .bearer_auth(&a.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let revoked_at = std::time::Instant::now();
+    let mut refused = false;
+    while revoked_at.elapsed() < std::time::Duration::from_secs(3) {
+        if b.chat(&key, json!({"model": "m1"})).await.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "replica B still accepted a key revoked on replica A"
+    );
+    assert!(
+        revoked_at.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        revoked_at.elapsed()
+    );
+    // Both replicas' events land in the one store.
+    let (events, _) = b
+        .running()
+        .store
+        .query_events(&Default::default())
+        .await
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.body["status_detail"] == "revoked_key"));
+    assert!(events
+        .iter()
+        .any(|e| e.body["api"]["operation"] == "keys.revoke"));
+    b.stop().await;
+    a.stop().await;
+}

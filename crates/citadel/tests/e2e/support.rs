@@ -159,7 +159,22 @@ impl Citadel {
 
     /// Starts Citadel on `database` (or SQLite in the data directory).
     pub(crate) async fn start_with(extra: &str, database: Option<String>) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), extra, database).await
+    }
+
+    /// Starts a second replica on the same database, with the installation
+    /// key file copied from this one, as an operator does for a cluster.
+    pub(crate) async fn start_replica(&self, extra: &str, database: String) -> Self {
         let data = tempfile::tempdir().unwrap();
+        let from = self.data.path().join("keys");
+        std::fs::create_dir_all(data.path().join("keys")).unwrap();
+        let key = std::fs::read(from.join("api-key-hash.key")).unwrap();
+        citadel_crypto::write_private_file(&data.path().join("keys/api-key-hash.key"), &key)
+            .unwrap();
+        Self::start_in(data, extra, Some(database)).await
+    }
+
+    async fn start_in(data: tempfile::TempDir, extra: &str, database: Option<String>) -> Self {
         let text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[policy]\npoll_interval = \"100ms\"\n{extra}"
         );
@@ -177,11 +192,8 @@ impl Citadel {
         Self {
             gateway: format!("https://localhost:{}", running.gateway_addr.port()),
             admin: format!("https://localhost:{}", running.admin_addr.port()),
-            admin_key: running
-                .bootstrap
-                .admin
-                .clone()
-                .expect("bootstrap admin key"),
+            // A replica joining an existing database gets no bootstrap key.
+            admin_key: running.bootstrap.admin.clone().unwrap_or_default(),
             running: Some(running),
             client,
             data,
