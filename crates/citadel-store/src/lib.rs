@@ -179,6 +179,14 @@ mod tests;
 pub mod testing {
     //! Helpers for test suites of this and other crates that need a real database.
 
+    /// Says on the terminal that a test was skipped. Written to stderr
+    /// directly, because the test harness hides what `eprintln!` prints in a
+    /// passing test.
+    pub fn say_skipped(what: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: {what}");
+    }
+
     /// Creates a new, empty database on the PostgreSQL server at `base_url`
     /// and returns its URL. Used by tests so that each test has its own.
     pub async fn fresh_postgres_database(base_url: &str) -> String {

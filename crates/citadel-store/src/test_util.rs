@@ -22,7 +22,7 @@ pub(crate) async fn sqlite() -> TestStore {
 /// (and a note on stderr) when it is not set.
 pub(crate) async fn postgres() -> Option<TestStore> {
     let Ok(base) = std::env::var("CITADEL_TEST_PG") else {
-        eprintln!("skipped: CITADEL_TEST_PG is not set, PostgreSQL storage test not run");
+        crate::testing::say_skipped("CITADEL_TEST_PG is not set, PostgreSQL storage test not run");
         return None;
     };
     let url = crate::testing::fresh_postgres_database(&base).await;

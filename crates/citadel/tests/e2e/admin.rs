@@ -380,7 +380,9 @@ async fn openapi_describes_every_route_and_metrics_count_requests() {
 #[tokio::test]
 async fn the_spine_runs_on_postgresql() {
     let Ok(base) = std::env::var("CITADEL_TEST_PG") else {
-        eprintln!("skipped: CITADEL_TEST_PG is not set, PostgreSQL end-to-end test not run");
+        citadel_store::testing::say_skipped(
+            "CITADEL_TEST_PG is not set, PostgreSQL end-to-end test not run",
+        );
         return;
     };
     let url = citadel_store::testing::fresh_postgres_database(&base).await;
@@ -409,7 +411,7 @@ async fn the_spine_runs_on_postgresql() {
 #[tokio::test]
 async fn replicas_sharing_postgresql_see_each_others_revocations_within_a_second() {
     let Ok(base) = std::env::var("CITADEL_TEST_PG") else {
-        eprintln!("skipped: CITADEL_TEST_PG is not set, cluster test not run");
+        citadel_store::testing::say_skipped("CITADEL_TEST_PG is not set, cluster test not run");
         return;
     };
     let url = citadel_store::testing::fresh_postgres_database(&base).await;
