@@ -187,7 +187,7 @@ async fn decide(
         &decision.policies,
         "admin",
     );
-    if state.sink.record_durable(event).await.is_err() {
+    if state.sink.record_decision_durable(event).await.is_err() {
         return Err(AdminError::new(
             ErrorCode::AuditUnavailable,
             "security events cannot be recorded right now, so admin calls are refused",
@@ -387,6 +387,13 @@ async fn create_key(
     let mut roles = body.roles;
     roles.extend(body.role);
     authorize_grants(&state, &caller, &roles).await?;
+    if let Some(user) = &body.user {
+        // A key that acts as someone else needs its own permission.
+        let own = user == &caller.principal.id || user == &caller.principal.name;
+        if !own || caller.principal.kind != citadel_core::PrincipalKind::User {
+            authorize(&state, &caller, "keys.create_for_user", "keys").await?;
+        }
+    }
     let expires_in_ms = body
         .expires
         .as_deref()

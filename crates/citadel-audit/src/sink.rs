@@ -88,6 +88,9 @@ impl Message {
 struct Encoded {
     row: EventRow,
     event: Arc<SecurityEvent>,
+    /// A decision that gates a request (rewritten as refused if the request
+    /// is refused because this event could not be committed in time).
+    decision: bool,
 }
 
 impl Encoded {
@@ -95,6 +98,7 @@ impl Encoded {
         Self {
             row: EventRow::from(&event),
             event: Arc::new(event),
+            decision: false,
         }
     }
 
@@ -237,7 +241,7 @@ impl EventSink {
     /// mode, returns once the event is committed.
     pub async fn record(&self, event: SecurityEvent) -> Result<(), SinkError> {
         match self.durability {
-            Durability::Durable => self.record_durable(event).await,
+            Durability::Durable => self.record_decision_durable(event).await,
             Durability::Async if !self.wait_for_room(self.room_wait).await => {
                 Err(SinkError::QueueFull)
             }
@@ -248,6 +252,19 @@ impl EventSink {
     /// Records an event and waits until it is committed, whatever the mode
     /// (for admin changes, which must never go unrecorded).
     pub async fn record_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        self.commit(Encoded::new(event)).await
+    }
+
+    /// Records a decision and waits until it is committed, whatever the
+    /// mode. If the commit fails the caller refuses the request, so the event,
+    /// stored later on retry, is rewritten to say the request was refused.
+    pub async fn record_decision_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        let mut encoded = Encoded::new(event);
+        encoded.decision = true;
+        self.commit(encoded).await
+    }
+
+    async fn commit(&self, encoded: Encoded) -> Result<(), SinkError> {
         if !self.is_healthy() {
             return Err(SinkError::Unavailable);
         }
@@ -255,7 +272,7 @@ impl EventSink {
             return Err(SinkError::QueueFull);
         }
         let (ack, done) = oneshot::channel();
-        self.enqueue(Message::Event(Encoded::new(event), Some(ack)))?;
+        self.enqueue(Message::Event(encoded, Some(ack)))?;
         done.await.unwrap_or(Err(SinkError::Unavailable))
     }
 
@@ -385,7 +402,9 @@ async fn write_loop(
                     }
                     for (index, ack) in acks.drain(..) {
                         let _ = ack.send(Err(SinkError::Unavailable));
-                        events[index].mark_refused();
+                        if events[index].decision {
+                            events[index].mark_refused();
+                        }
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -500,12 +519,13 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("e.db").display());
         let admin = Store::open(&url).await.unwrap();
         admin_exec(&admin, "CREATE TRIGGER block BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END").await;
-        assert!(sink.record_durable(event(1)).await.is_err());
+        assert!(sink.record_decision_durable(event(1)).await.is_err());
         // A request that passed the health check just before the failure
         // queues its event directly; it must hear back, not hang.
         let (ack, done) = oneshot::channel();
-        sink.enqueue(Message::Event(Encoded::new(event(2)), Some(ack)))
-            .unwrap();
+        let mut second = Encoded::new(event(2));
+        second.decision = true;
+        sink.enqueue(Message::Event(second, Some(ack))).unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(5), done).await;
         assert_eq!(
             answer.expect("the waiter was answered").unwrap(),

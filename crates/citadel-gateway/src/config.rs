@@ -240,6 +240,12 @@ impl GatewayConfig {
         let mut names = std::collections::HashSet::new();
         let mut models = std::collections::HashMap::new();
         let mut prefixes = std::collections::HashSet::new();
+        if self.limits.max_buffered_bytes < self.limits.max_body_bytes {
+            return problem(
+                "limits.max_buffered_bytes".into(),
+                "must be at least limits.max_body_bytes, or bodies of the largest allowed size could never be read".into(),
+            );
+        }
         if self.limits.max_connections == 0 {
             return problem("limits.max_connections".into(), "must be at least 1".into());
         }

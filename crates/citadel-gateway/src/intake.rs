@@ -36,10 +36,15 @@ pub fn ambiguous_path(path: &str) -> Option<&'static str> {
     if path.contains('\\') {
         return Some("the path contains a backslash");
     }
+    if path.contains(';') {
+        // `/a/..;/b` is `/b` to Tomcat and Spring; matrix parameters are rare
+        // enough in model and data APIs to refuse outright.
+        return Some("the path contains `;`");
+    }
     let lower = path.to_ascii_lowercase();
-    for encoded in ["%2e", "%2f", "%5c", "%00"] {
+    for encoded in ["%2e", "%2f", "%5c", "%00", "%25", "%3b"] {
         if lower.contains(encoded) {
-            return Some("the path contains an encoded dot, separator or NUL");
+            return Some("the path contains an encoded dot, separator, percent, semicolon or NUL");
         }
     }
     for segment in path[1..].split('/') {
@@ -148,6 +153,9 @@ mod tests {
             "/data-api//x",
             "//data-api/x",
             "/data-api/a\\b",
+            "/data-api/public/..;/admin",
+            "/data-api/%252e%252e/admin",
+            "/data-api/x%3b",
             "relative",
         ] {
             assert!(ambiguous_path(bad).is_some(), "{bad}");

@@ -83,7 +83,7 @@ impl tower::Service<GatewayRequest> for Proxy {
     }
 }
 
-async fn forward(state: Arc<GatewayState>, req: GatewayRequest) -> GatewayResponse {
+async fn forward(state: Arc<GatewayState>, mut req: GatewayRequest) -> GatewayResponse {
     let (info, trail) = info_and_trail(&req);
     let Some(target) = req.extensions().get::<Target>().cloned() else {
         trail.update(|t| t.error = Some(ErrorCode::RouteNotFound));
@@ -93,6 +93,12 @@ async fn forward(state: Arc<GatewayState>, req: GatewayRequest) -> GatewayRespon
         );
     };
     let budgets = req.extensions().get::<RequestBudgets>().cloned();
+    // The buffered body's memory reservation stays with this call until the
+    // upstream has answered: hyper drops request extensions as soon as the
+    // head is written, while the body may still be queued.
+    let _body_reservation = req
+        .extensions_mut()
+        .remove::<crate::route::BodyReservation>();
     let upstream = target.upstream().clone();
     let (mut parts, body) = req.into_parts();
     let path_and_query = parts

@@ -204,31 +204,51 @@ async fn route(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Gat
     )
 }
 
-/// The body's top-level keys, refusing duplicates: JSON parsers disagree on
-/// which duplicate wins, so `{"model":"a","model":"b"}` could be authorized
-/// as one model and served as another.
-struct TopLevel(serde_json::Map<String, serde_json::Value>);
+/// What routing reads of a body: its `model`. Every top-level key is
+/// checked while the values are skipped, not built (an 8 MiB array would
+/// otherwise cost far more memory than its bytes). A duplicate key, or a key
+/// that is `model` in another case, is refused: parsers disagree on which
+/// one wins (Go's matches keys without regard to case), so
+/// `{"model":"a","MODEL":"b"}` could be authorized as one model and served
+/// as another.
+struct RoutingFields {
+    model: Option<Result<String, ()>>,
+}
 
-impl<'de> serde::Deserialize<'de> for TopLevel {
+impl<'de> serde::Deserialize<'de> for RoutingFields {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = TopLevel;
+            type Value = RoutingFields;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<TopLevel, A::Error> {
-                let mut out = serde_json::Map::new();
-                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
-                    if out.contains_key(&k) {
-                        return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+            ) -> Result<RoutingFields, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut model = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "model" && key.eq_ignore_ascii_case("model") {
+                        return Err(serde::de::Error::custom(format!(
+                            "key `{key}` differs from `model` only in case"
+                        )));
                     }
-                    out.insert(k, v);
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    if key == "model" {
+                        let value = map.next_value::<serde_json::Value>()?;
+                        model = Some(match value {
+                            serde_json::Value::String(m) => Ok(m),
+                            _ => Err(()),
+                        });
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
                 }
-                Ok(TopLevel(out))
+                Ok(RoutingFields { model })
             }
         }
         d.deserialize_map(Visit)
@@ -237,15 +257,15 @@ impl<'de> serde::Deserialize<'de> for TopLevel {
 
 /// The `model` an OpenAI-compatible body names.
 pub(crate) fn model_of(body: &[u8]) -> Result<String, String> {
-    let TopLevel(map) = serde_json::from_slice(body).map_err(|e| {
+    let fields: RoutingFields = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             format!("the body must be a JSON object without duplicate keys: {e}")
         } else {
             format!("the body is not valid JSON: {e}")
         }
     })?;
-    match map.get("model") {
-        Some(serde_json::Value::String(m)) => Ok(m.clone()),
+    match fields.model {
+        Some(Ok(m)) => Ok(m),
         _ => Err("the body must name a `model` (string)".into()),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,73 @@ pub async fn serve(
     }
 }
 
+/// What a connection is doing, for the idle timeout.
+struct Activity {
+    started: Instant,
+    /// Milliseconds after `started` of the last request start or end.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// How long nothing has been in flight; 0 while something is.
+    fn idle_ms(&self) -> u64 {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return 0;
+        }
+        self.now_ms()
+            .saturating_sub(self.last_ms.load(Ordering::Acquire))
+    }
+}
+
+/// One request in flight on a connection; ends when dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.last_ms.store(activity.now_ms(), Ordering::Release);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct InFlightBody {
+    inner: crate::GatewayBody,
+    _guard: InFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
@@ -125,14 +193,16 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let started = Instant::now();
-    let last_request = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let seen = last_request.clone();
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+    });
+    let seen = activity.clone();
     let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        seen.store(
-            started.elapsed().as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        // Counted from the request's arrival until its response body is done
+        // (or abandoned), so a long streamed answer is not "idle".
+        let guard = InFlight::start(seen.clone());
         let mut service = service.clone();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(RequestInfo {
@@ -142,7 +212,13 @@ async fn serve_connection<I>(
             started: Instant::now(),
         });
         let req = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
-        async move { service.call(req).await }
+        async move {
+            let response = service.call(req).await?;
+            Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                inner: body,
+                _guard: guard,
+            }))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -173,9 +249,7 @@ async fn serve_connection<I>(
             }
             _ = shutdown.changed() => break,
             _ = idle_check.tick() => {
-                let idle = (started.elapsed().as_millis() as u64)
-                    .saturating_sub(last_request.load(std::sync::atomic::Ordering::Relaxed));
-                if idle >= idle_ms {
+                if activity.idle_ms() >= idle_ms {
                     tracing::debug!(client = %peer, "idle connection closed");
                     break;
                 }

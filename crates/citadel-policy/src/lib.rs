@@ -45,6 +45,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "roles.create",
     "keys.create",
     "keys.revoke",
+    "keys.create_for_user",
     "policies.validate",
     "policies.reload",
 ];

@@ -100,6 +100,16 @@ async fn admin_calls_are_authenticated_authorized_and_recorded() {
         .unwrap();
     let (s, code, _) = code_of(r).await;
     assert_eq!((s, code.as_str()), (400, "invalid_request"));
+    // An operator cannot mint a key that acts as another user.
+    let r = c
+        .client
+        .post(&keys)
+        .bearer_auth(&operator)
+        .json(&json!({"name": "as-alice", "role": "developer", "user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.0, 403);
 
     // Listing never shows secrets or hashes.
     let v: Value = c

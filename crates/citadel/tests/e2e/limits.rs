@@ -455,3 +455,58 @@ async fn bodies_held_in_memory_are_bounded_across_requests() {
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_stream_keeps_its_connection_alive_past_the_idle_timeout() {
+    use futures_util::StreamExt;
+    let up = Upstream::default();
+    let addr = up.start().await;
+    let c = Citadel::start(&format!(
+        "{}\n[limits]\nidle_timeout = \"300ms\"\n",
+        upstream_config(addr)
+    ))
+    .await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let open = || async {
+        let text = c
+            .client
+            .get(format!("{}/metrics", c.admin))
+            .bearer_auth(&c.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("citadel_open_connections "))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let r = c.chat(&key, json!({"model": "m1", "stream": true})).await;
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("first"));
+    // Three idle periods with the answer still streaming: not idle.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        open().await,
+        1,
+        "the connection was closed under a streaming answer"
+    );
+    up.release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        open().await,
+        0,
+        "the connection outlived the idle timeout after the stream"
+    );
+    c.stop().await;
+}
