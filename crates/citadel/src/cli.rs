@@ -228,6 +228,16 @@ pub enum EventsCommand {
     },
 }
 
+/// Prints to stderr, ignoring a closed stderr (a server must not die of it).
+macro_rules! say {
+    () => {{
+        let _ = writeln!(std::io::stderr());
+    }};
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn load_config(cli: &Cli, data: &DataDir) -> Result<Config> {
     match &cli.config {
         Some(path) => Ok(Config::load(path)?),
@@ -623,18 +633,18 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
     .await?;
     let scheme = if running.gateway_tls { "https" } else { "http" };
     let ca = running.ca_path.display().to_string();
-    eprintln!();
-    eprintln!("Citadel is running.");
-    eprintln!("  gateway:   {scheme}://{}", running.gateway_addr);
-    eprintln!(
+    say!();
+    say!("Citadel is running.");
+    say!("  gateway:   {scheme}://{}", running.gateway_addr);
+    say!(
         "  admin API: https://{}  (OpenAPI at /openapi.json, metrics at /metrics)",
         running.admin_addr
     );
-    eprintln!("  clients trust the internal CA: {ca}");
+    say!("  clients trust the internal CA: {ca}");
     if let Some(admin) = &running.bootstrap.admin {
-        eprintln!();
-        eprintln!("Bootstrap admin API key (shown once, keep it safe):");
-        eprintln!("  {admin}");
+        say!();
+        say!("Bootstrap admin API key (shown once, keep it safe):");
+        say!("  {admin}");
     }
     if let Some(demo) = &running.bootstrap.demo {
         let host = if running.gateway_addr.ip().is_loopback() {
@@ -647,19 +657,20 @@ async fn run_serve(cli: &Cli, data: DataDir, mut config: Config, args: &ServeArg
         } else {
             String::new()
         };
-        eprintln!();
-        eprintln!("Demo API key (role developer; shown once):");
-        eprintln!("  {demo}");
-        eprintln!();
-        eprintln!("Try it:");
-        println!(
+        say!();
+        say!("Demo API key (role developer; shown once):");
+        say!("  {demo}");
+        say!();
+        say!("Try it:");
+        let _ = writeln!(
+            std::io::stdout(),
             "curl {cacert}{scheme}://{host}/v1/chat/completions -H 'Authorization: Bearer {demo}' -H 'Content-Type: application/json' -d '{{\"model\":\"demo-chat\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello, Citadel\"}}]}}'"
         );
         let _ = std::io::stdout().flush();
     }
-    eprintln!();
+    say!();
     wait_for_signals(&running, term, hup).await;
-    eprintln!("shutting down: finishing open requests and writing queued events");
+    say!("shutting down: finishing open requests and writing queued events");
     running.shutdown().await;
     Ok(())
 }

@@ -26,6 +26,53 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 
 struct Server(Child);
 
+/// Starts `citadel serve --demo` on free ports and waits for the curl line
+/// it prints; stderr is piped for the caller when asked, else discarded.
+async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Child, String) {
+    let mut child = citadel(data)
+        .args([
+            "--log",
+            "info",
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(if keep_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("curl "))
+    })
+    .await
+    .unwrap()
+    .expect("serve --demo prints a curl line");
+    (child, line)
+}
+
+/// The HTTP status of running the printed curl line.
+fn curl_status(line: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{line} -s -o /dev/null -w '%{{http_code}}' --max-time 5"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -36,30 +83,8 @@ impl Drop for Server {
 #[tokio::test]
 async fn serve_demo_prints_a_curl_line_that_works_and_cli_revocation_reaches_the_server() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = citadel(data.path())
-        .args([
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let (child, line) = serve_demo(data.path(), false).await;
     let server = Server(child);
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("curl "))
-    })
-    .await
-    .unwrap()
-    .expect("serve --demo prints a curl line");
     // Run the printed line as a user would.
     let out = Command::new("sh")
         .arg("-c")
@@ -88,14 +113,7 @@ async fn serve_demo_prints_a_curl_line_that_works_and_cli_revocation_reaches_the
     let revoked_at = Instant::now();
     let mut refused = false;
     while revoked_at.elapsed() < Duration::from_secs(3) {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{line} -s -o /dev/null -w '%{{http_code}}' --max-time 5"
-            ))
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout) == "401" {
+        if curl_status(&line) == "401" {
             refused = true;
             break;
         }
@@ -135,43 +153,9 @@ async fn sighup_reloads_policies_and_sigterm_stops_cleanly() {
         "[policy]\npoll_interval = \"1h\"\n",
     )
     .unwrap();
-    let mut child = citadel(data.path())
-        .args([
-            "--log",
-            "info",
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let (mut child, line) = serve_demo(data.path(), true).await;
     let stderr = child.stderr.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("curl "))
-    })
-    .await
-    .unwrap()
-    .expect("curl line");
-    let status = |line: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{line} -s -o /dev/null -w '%{{http_code}}' --max-time 5"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert_eq!(status(&line), "200");
+    assert_eq!(curl_status(&line), "200");
     // A forbid policy, with the file-watch interval far away: only SIGHUP can apply it now.
     std::fs::write(
         data.path().join("policies/zz-deny.cedar"),
@@ -183,7 +167,7 @@ async fn sighup_reloads_policies_and_sigterm_stops_cleanly() {
     let started = Instant::now();
     let mut denied = false;
     while started.elapsed() < Duration::from_secs(5) {
-        if status(&line) == "403" {
+        if curl_status(&line) == "403" {
             denied = true;
             break;
         }

@@ -115,13 +115,7 @@ async fn http2_is_negotiated_with_clients_by_alpn() {
     let r = c.chat(&key, json!({"model": "m1"})).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
-    let h1 = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&c.running().ca_path).unwrap()).unwrap(),
-        )
-        .http1_only()
-        .build()
-        .unwrap();
+    let h1 = c.http1_client();
     let r = h1
         .post(format!("{}/v1/chat/completions", c.gateway))
         .bearer_auth(&key)
@@ -140,13 +134,7 @@ async fn http_upstreams_are_routed_by_prefix_without_client_credentials_or_hop_h
     let addr = up.start().await;
     let c = Citadel::start(&upstream_config(addr)).await;
     let (_, key) = c.key("service", json!({})).await;
-    let h1 = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&c.running().ca_path).unwrap()).unwrap(),
-        )
-        .http1_only()
-        .build()
-        .unwrap();
+    let h1 = c.http1_client();
     let r = h1
         .put(format!("{}/data-api/tables/7?x=1", c.gateway))
         .bearer_auth(&key)

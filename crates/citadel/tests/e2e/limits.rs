@@ -373,33 +373,19 @@ async fn idle_connections_are_closed_including_http2() {
     ))
     .await;
     let (_, key) = c.key("developer", json!({})).await;
-    let open = || async {
-        let text = c
-            .client
-            .get(format!("{}/metrics", c.admin))
-            .bearer_auth(&c.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("citadel_open_connections "))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
     let r = c.chat(&key, json!({"model": "m1"})).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(
-        open().await,
+        c.open_connections().await,
         1,
         "the HTTP/2 connection is open after the request"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(open().await, 0, "an idle HTTP/2 connection kept its slot");
+    assert_eq!(
+        c.open_connections().await,
+        0,
+        "an idle HTTP/2 connection kept its slot"
+    );
     // A new request simply opens a new connection.
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
     c.stop().await;
@@ -467,24 +453,6 @@ async fn a_long_stream_keeps_its_connection_alive_past_the_idle_timeout() {
     ))
     .await;
     let (_, key) = c.key("developer", json!({})).await;
-    let open = || async {
-        let text = c
-            .client
-            .get(format!("{}/metrics", c.admin))
-            .bearer_auth(&c.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("citadel_open_connections "))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
     let r = c.chat(&key, json!({"model": "m1", "stream": true})).await;
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
@@ -492,7 +460,7 @@ async fn a_long_stream_keeps_its_connection_alive_past_the_idle_timeout() {
     // Three idle periods with the answer still streaming: not idle.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
-        open().await,
+        c.open_connections().await,
         1,
         "the connection was closed under a streaming answer"
     );
@@ -504,7 +472,7 @@ async fn a_long_stream_keeps_its_connection_alive_past_the_idle_timeout() {
     assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
-        open().await,
+        c.open_connections().await,
         0,
         "the connection outlived the idle timeout after the stream"
     );

@@ -256,6 +256,36 @@ impl Citadel {
         self.running().sink.flush().await;
     }
 
+    /// The gateway's `citadel_open_connections` gauge, read from /metrics.
+    pub(crate) async fn open_connections(&self) -> i64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("citadel_open_connections "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// A client that trusts Citadel's CA and speaks only HTTP/1.1.
+    pub(crate) fn http1_client(&self) -> reqwest::Client {
+        let ca = std::fs::read(&self.running().ca_path).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .http1_only()
+            .build()
+            .unwrap()
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
