@@ -82,13 +82,11 @@ async fn admin_calls_are_authenticated_authorized_and_recorded() {
     assert_eq!(code_of(r).await.0, 403);
     // A user's key cannot carry a role the user lacks.
     let r = c
-        .client
-        .post(format!("{}/api/v1/users", c.admin))
-        .bearer_auth(&c.admin_key)
-        .json(&json!({"name": "alice", "roles": ["developer"]}))
-        .send()
-        .await
-        .unwrap();
+        .admin_post(
+            "/api/v1/users",
+            json!({"name": "alice", "roles": ["developer"]}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let r = c
         .client
@@ -159,62 +157,39 @@ async fn revoking_a_key_or_disabling_its_user_takes_effect_on_the_next_request()
     let (id, key) = c.key("developer", json!({})).await;
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
     let r = c
-        .client
-        .post(format!("{}/api/v1/keys/{id}/revoke", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap();
+        .admin_post(&format!("/api/v1/keys/{id}/revoke"), json!(null))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 401);
 
     let r = c
-        .client
-        .post(format!("{}/api/v1/users", c.admin))
-        .bearer_auth(&c.admin_key)
-        .json(&json!({"name": "dana", "roles": ["developer"]}))
-        .send()
-        .await
-        .unwrap();
+        .admin_post(
+            "/api/v1/users",
+            json!({"name": "dana", "roles": ["developer"]}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let (_, hers) = c.key("developer", json!({"user": "dana"})).await;
     assert_eq!(c.chat(&hers, json!({"model": "m1"})).await.status(), 200);
     let r = c
-        .client
-        .post(format!("{}/api/v1/users/dana/disable", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap();
+        .admin_post("/api/v1/users/dana/disable", json!(null))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(c.chat(&hers, json!({"model": "m1"})).await.status(), 401);
 
     // Bad admin input changes nothing.
-    let r = c
-        .client
-        .post(format!("{}/api/v1/keys/nope/revoke", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap();
+    let r = c.admin_post("/api/v1/keys/nope/revoke", json!(null)).await;
     assert_eq!(code_of(r).await.1, "not_found");
     let r = c
-        .client
-        .post(format!("{}/api/v1/users", c.admin))
-        .bearer_auth(&c.admin_key)
-        .json(&json!({"name": "dana", "roles": ["developer"]}))
-        .send()
-        .await
-        .unwrap();
+        .admin_post(
+            "/api/v1/users",
+            json!({"name": "dana", "roles": ["developer"]}),
+        )
+        .await;
     assert_eq!(code_of(r).await.1, "conflict");
     let r = c
-        .client
-        .post(format!("{}/api/v1/keys", c.admin))
-        .bearer_auth(&c.admin_key)
-        .json(&json!({"name": "z", "role": "wizard"}))
-        .send()
-        .await
-        .unwrap();
+        .admin_post("/api/v1/keys", json!({"name": "z", "role": "wizard"}))
+        .await;
     assert_eq!(code_of(r).await.1, "invalid_request");
     let r = c
         .client
@@ -359,16 +334,7 @@ async fn openapi_describes_every_route_and_metrics_count_requests() {
     }
     let (_, key) = c.key("developer", json!({})).await;
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 200);
-    let text = c
-        .client
-        .get(format!("{}/metrics", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.metrics_text().await;
     assert!(text.contains("citadel_requests_total{route=\"/v1/chat/completions\",upstream=\"fake\",decision=\"allowed\"} 1"), "{text}");
     assert!(text.contains("citadel_gateway_added_seconds_bucket"));
     assert!(text.contains("citadel_upstream_seconds_bucket"));
@@ -408,12 +374,8 @@ async fn the_spine_runs_on_postgresql() {
         !c.events_for(&rid).await.is_empty(),
         "decision event durable in PostgreSQL"
     );
-    c.client
-        .post(format!("{}/api/v1/keys/{id}/revoke", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap();
+    c.admin_post(&format!("/api/v1/keys/{id}/revoke"), json!(null))
+        .await;
     assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 401);
     c.stop().await;
 }

@@ -7,7 +7,7 @@ use citadel_core::EventClass;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use crate::support::{code_of, request_id, upstream_config, Citadel, Upstream};
+use crate::support::{code_of, request_id, slow_body, upstream_config, Citadel, Upstream};
 
 #[tokio::test]
 async fn bad_credentials_are_one_indistinct_401_and_each_reason_is_recorded() {
@@ -184,22 +184,13 @@ async fn slow_clients_get_408() {
     ))
     .await;
     let (_, key) = c.key("developer", json!({})).await;
-    let slow = futures_util::stream::unfold(0, |n| async move {
-        match n {
-            0 => Some((Ok::<_, std::io::Error>(b"{\"model\":".to_vec()), 1)),
-            1 => {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                Some((Ok(b"\"m1\"}".to_vec()), 2))
-            }
-            _ => None,
-        }
-    });
+    let slow = slow_body(b"{\"model\":", Duration::from_secs(3), b"\"m1\"}");
     let started = std::time::Instant::now();
     let r = c
         .client
         .post(format!("{}/v1/chat/completions", c.gateway))
         .bearer_auth(&key)
-        .body(reqwest::Body::wrap_stream(slow))
+        .body(slow)
         .send()
         .await
         .unwrap();
@@ -403,16 +394,7 @@ async fn bodies_held_in_memory_are_bounded_across_requests() {
     .await;
     let (_, key) = c.key("developer", json!({})).await;
     // A slow upload of undeclared length holds the whole budget...
-    let slow = futures_util::stream::unfold(0, |n| async move {
-        match n {
-            0 => Some((Ok::<_, std::io::Error>(b"{\"model\":".to_vec()), 1)),
-            1 => {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                Some((Ok(b"\"m1\"}".to_vec()), 2))
-            }
-            _ => None,
-        }
-    });
+    let slow = slow_body(b"{\"model\":", Duration::from_secs(3), b"\"m1\"}");
     let holder = {
         let (client, url, key) = (
             c.client.clone(),
@@ -423,7 +405,7 @@ async fn bodies_held_in_memory_are_bounded_across_requests() {
             client
                 .post(url)
                 .bearer_auth(key)
-                .body(reqwest::Body::wrap_stream(slow))
+                .body(slow)
                 .send()
                 .await
                 .unwrap()

@@ -256,10 +256,9 @@ impl Citadel {
         self.running().sink.flush().await;
     }
 
-    /// The gateway's `citadel_open_connections` gauge, read from /metrics.
-    pub(crate) async fn open_connections(&self) -> i64 {
-        let text = self
-            .client
+    /// The admin listener's /metrics text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        self.client
             .get(format!("{}/metrics", self.admin))
             .bearer_auth(&self.admin_key)
             .send()
@@ -267,8 +266,26 @@ impl Citadel {
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// POSTs to the admin API as the bootstrap admin (`body` null: no body).
+    pub(crate) async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.admin))
+            .bearer_auth(&self.admin_key);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The gateway's `citadel_open_connections` gauge, read from /metrics.
+    pub(crate) async fn open_connections(&self) -> i64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix("citadel_open_connections "))
             .unwrap()
             .trim()
@@ -291,6 +308,25 @@ impl Citadel {
             r.shutdown().await;
         }
     }
+}
+
+/// A request body that sends `first`, pauses, then sends `rest`: a slow client.
+pub(crate) fn slow_body(
+    first: &'static [u8],
+    pause: Duration,
+    rest: &'static [u8],
+) -> reqwest::Body {
+    let chunks = futures_util::stream::unfold(0, move |n| async move {
+        match n {
+            0 => Some((Ok::<_, std::io::Error>(first.to_vec()), 1)),
+            1 => {
+                tokio::time::sleep(pause).await;
+                Some((Ok(rest.to_vec()), 2))
+            }
+            _ => None,
+        }
+    });
+    reqwest::Body::wrap_stream(chunks)
 }
 
 /// An HTTPS client trusting `ca_pem`.
