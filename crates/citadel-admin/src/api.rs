@@ -19,13 +19,13 @@ use citadel_store::EventQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{AdminError, AdminState, OPENAPI};
+use crate::{audit_log, AdminError, AdminState, OPENAPI};
 
 type ApiResult = Result<Json<Value>, AdminError>;
 
 /// The authenticated caller of an admin request.
 #[derive(Clone, Debug)]
-struct Caller {
+pub(crate) struct Caller {
     principal: Arc<Principal>,
     info: RequestInfo,
     method: http::Method,
@@ -57,10 +57,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/policies/validate", post(validate_policies))
         .route("/api/v1/policies/reload", post(reload_policies))
         .route("/api/v1/events", get(list_events))
+        .route(
+            "/api/v1/audit/checkpoint",
+            get(audit_log::latest).post(audit_log::checkpoint_now),
+        )
+        .route("/api/v1/audit/proof/inclusion", get(audit_log::inclusion))
+        .route(
+            "/api/v1/audit/proof/consistency",
+            get(audit_log::consistency),
+        )
+        .route("/audit/log/tile/entries/{*path}", get(audit_log::entries))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(health))
         .route("/openapi.json", get(openapi))
+        .route("/audit/log/checkpoint", get(audit_log::checkpoint))
+        .route("/audit/log/tile/{*path}", get(audit_log::tile))
         .merge(authenticated)
         .fallback(|| async {
             AdminError::new(
@@ -125,7 +137,7 @@ async fn authenticate(State(state): State<AdminState>, mut req: Request, next: N
 }
 
 /// Decides an admin operation and records the decision durably first.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AdminState,
     caller: &Caller,
     operation: &'static str,
@@ -585,9 +597,43 @@ async fn list_events(
     authorize(&state, &caller, "events.read", "events").await?;
     let query =
         parse_event_query(&params).map_err(|e| AdminError::new(ErrorCode::InvalidRequest, e))?;
+    if params.get("proofs").map(String::as_str) == Some("true") {
+        return events_with_proofs(&state, &query).await;
+    }
     let (events, cursor) = state.store.query_events(&query).await?;
     let events: Vec<Value> = events.into_iter().map(|e| e.body).collect();
     Ok(Json(
         json!({"events": events, "next_cursor": cursor.map(|c| c.to_string())}),
     ))
+}
+
+/// Events with their log index, stored bytes and inclusion proof against
+/// the latest checkpoint (`null` for events newer than it).
+async fn events_with_proofs(state: &AdminState, query: &EventQuery) -> ApiResult {
+    let checkpoint = state.log.latest_checkpoint().await?;
+    let (found, cursor) = state.store.query_log_events(query).await?;
+    let mut events = Vec::with_capacity(found.len());
+    for e in found {
+        let proof = if e.log_index < checkpoint.size {
+            Some(
+                state
+                    .log
+                    .inclusion_proof(e.log_index, checkpoint.size)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        events.push(json!({
+            "log_index": e.log_index,
+            "entry": e.entry,
+            "event": e.event.body,
+            "inclusion_proof": proof,
+        }));
+    }
+    Ok(Json(json!({
+        "events": events,
+        "checkpoint": checkpoint.note,
+        "next_cursor": cursor.map(|c| c.to_string()),
+    })))
 }

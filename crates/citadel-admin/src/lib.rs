@@ -13,11 +13,12 @@
 #![warn(missing_docs)]
 
 mod api;
+mod audit_log;
 mod error;
 
 use std::sync::Arc;
 
-use citadel_audit::EventSink;
+use citadel_audit::{AuditLog, EventSink};
 use citadel_gateway::metrics::GatewayMetrics;
 use citadel_gateway::GatewayState;
 use citadel_identity::KeyRegistry;
@@ -45,6 +46,8 @@ pub struct AdminState {
     pub gateway: Arc<GatewayState>,
     /// Metrics to expose.
     pub metrics: Arc<GatewayMetrics>,
+    /// The tamper-evident audit log.
+    pub log: Arc<AuditLog>,
 }
 
 /// The admin API as a listener service.

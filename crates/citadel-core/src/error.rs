@@ -46,6 +46,10 @@ pub enum ErrorCode {
     Overloaded,
     /// The method is not allowed on this path.
     MethodNotAllowed,
+    /// An index or tree size beyond the audit log.
+    OutOfRange,
+    /// The stored audit log is damaged; `citadel audit verify` says where.
+    AuditLogDamaged,
     /// An unexpected internal error; details are in the server log.
     Internal,
 }
@@ -73,6 +77,8 @@ impl ErrorCode {
             Self::AuditUnavailable => "audit_unavailable",
             Self::Overloaded => "overloaded",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::OutOfRange => "out_of_range",
+            Self::AuditLogDamaged => "audit_log_damaged",
             Self::Internal => "internal_error",
         }
     }
@@ -84,7 +90,9 @@ impl ErrorCode {
             Self::InvalidCredentials => S::UNAUTHORIZED,
             Self::Forbidden => S::FORBIDDEN,
             Self::UnknownModel | Self::RouteNotFound | Self::NotFound => S::NOT_FOUND,
-            Self::InvalidJson | Self::InvalidRequest | Self::InvalidPolicy => S::BAD_REQUEST,
+            Self::InvalidJson | Self::InvalidRequest | Self::InvalidPolicy | Self::OutOfRange => {
+                S::BAD_REQUEST
+            }
             Self::Conflict => S::CONFLICT,
             Self::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
@@ -95,7 +103,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             Self::AuditUnavailable | Self::Overloaded => S::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
-            Self::Internal => S::INTERNAL_SERVER_ERROR,
+            Self::Internal | Self::AuditLogDamaged => S::INTERNAL_SERVER_ERROR,
         }
     }
 }

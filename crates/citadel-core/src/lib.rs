@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod error;
 pub mod event;
+pub mod merkle;
 pub mod principal;
 
 pub use error::{ApiError, ErrorCode};

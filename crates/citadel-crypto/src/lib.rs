@@ -13,7 +13,7 @@ mod secret_file;
 mod tls;
 
 pub use ca::{InternalCa, IssuedCert};
-pub use secret_file::{load_or_create_secret, write_private_file};
+pub use secret_file::{load_or_create_secret, read_private_file, write_private_file};
 pub use tls::{
     client_config, server_config, server_config_requiring_client_cert, ClientTlsOptions,
 };

@@ -59,6 +59,12 @@ pub(crate) fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads a secret file, refusing one other users can read.
+pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    check_private(path)?;
+    Ok(Zeroizing::new(fs::read(path).map_err(io_err(path))?))
+}
+
 /// Reads a `len`-byte random secret from `path`, creating it (0600) on
 /// first use. Refuses a file other users can read.
 pub fn load_or_create_secret(path: &Path, len: usize) -> Result<Zeroizing<Vec<u8>>> {

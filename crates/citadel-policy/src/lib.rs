@@ -40,6 +40,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "policies.read",
     "events.read",
     "metrics.read",
+    "audit.read",
     "users.create",
     "users.disable",
     "roles.create",
@@ -48,6 +49,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "keys.create_for_user",
     "policies.validate",
     "policies.reload",
+    "audit.checkpoint",
 ];
 
 #[cfg(test)]

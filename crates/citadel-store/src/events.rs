@@ -3,6 +3,9 @@
 use citadel_core::{EventClass, Outcome, SecurityEvent};
 use sqlx::Row;
 
+use std::collections::HashSet;
+
+use crate::log::{extend_log, lock_log, LogEdge};
 use crate::{Backend, Result, Store, StoreError};
 
 /// Filters for reading events back. All are optional and combine with AND.
@@ -60,13 +63,23 @@ impl From<&SecurityEvent> for EventRow {
     }
 }
 
+/// An event read back with its place in the Merkle log.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    /// Its leaf index.
+    pub log_index: u64,
+    /// Its stored bytes (what the leaf hashes).
+    pub entry: String,
+    /// The event.
+    pub event: SecurityEvent,
+}
+
 /// Rows per INSERT statement; keeps well under SQLite's bound-variable limit.
 const ROWS_PER_INSERT: usize = 256;
 
 impl Store {
     /// Appends a batch of events in one transaction: all or none become
-    /// durable (group commit). Events already stored (same id) are skipped,
-    /// so a retried batch is safe.
+    /// durable (group commit), each as the next leaf of the Merkle log.
     pub async fn append_events(&self, events: &[SecurityEvent]) -> Result<()> {
         let rows: Vec<EventRow> = events.iter().map(EventRow::from).collect();
         self.append_rows(&rows).await
@@ -74,17 +87,22 @@ impl Store {
 
     /// Appends encoded events in one transaction (group commit).
     pub async fn append_rows<R: std::borrow::Borrow<EventRow>>(&self, events: &[R]) -> Result<()> {
-        let mut conn = self.pool().acquire().await?;
-        append_rows_on(&mut conn, self.backend(), events).await
+        let mut appender = self.event_appender().await?;
+        appender.append_rows(events).await
     }
 
     /// A connection reserved for appending events. A single writer keeps
     /// one connection so its page cache stays warm (a pooled connection that
-    /// another one wrote behind has to re-read the pages it caches).
+    /// another one wrote behind has to re-read the pages it caches), and
+    /// keeps the right edge of the log in memory between batches.
     pub async fn event_appender(&self) -> Result<EventAppender> {
         Ok(EventAppender {
             conn: self.pool().acquire().await?,
             backend: self.backend(),
+            edge: None,
+            // A new appender does not know what was tried before it (a
+            // caller retrying with a fresh one), so its first batch checks.
+            uncertain: true,
         })
     }
 }
@@ -94,76 +112,122 @@ impl Store {
 pub struct EventAppender {
     conn: sqlx::pool::PoolConnection<sqlx::Any>,
     backend: Backend,
+    /// The log's right edge as of this writer's last commit.
+    edge: Option<LogEdge>,
+    /// The last append failed (or this appender is new), so some of the
+    /// batch may be stored already (a commit whose outcome was lost with
+    /// the connection); such events are skipped, not logged twice.
+    uncertain: bool,
 }
 
 impl EventAppender {
-    /// Appends encoded events in one transaction (group commit).
+    /// Appends encoded events in one transaction (group commit). Appending
+    /// is idempotent: after a failed attempt, events of the retried batch
+    /// that did reach the store are not stored (nor logged) twice.
     pub async fn append_rows<R: std::borrow::Borrow<EventRow>>(
         &mut self,
         events: &[R],
     ) -> Result<()> {
-        append_rows_on(&mut self.conn, self.backend, events).await
-    }
-}
-
-async fn append_rows_on<R: std::borrow::Borrow<EventRow>>(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    events: &[R],
-) -> Result<()> {
-    {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = sqlx::Connection::begin(conn).await?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO events (id, time, class_uid, outcome, principal, request_id, body) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                match backend {
-                    // SQLite resolves `$N` names per bound value, which is
-                    // quadratic in a long statement; anonymous `?` is not.
-                    Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?)"),
-                    Backend::Postgres => {
-                        let b = i * 7;
-                        sql.push_str(&format!(
-                            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                            b + 1,
-                            b + 2,
-                            b + 3,
-                            b + 4,
-                            b + 5,
-                            b + 6,
-                            b + 7
-                        ));
-                    }
-                }
-            }
-            // Appending is idempotent: a batch retried after a commit whose
-            // outcome was unknown (connection lost mid-commit) must neither
-            // duplicate events nor fail forever on the unique id.
-            sql.push_str(" ON CONFLICT (id) DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                let e = e.borrow();
-                q = q
-                    .bind(e.id.as_str())
-                    .bind(e.time)
-                    .bind(e.class_uid)
-                    .bind(e.outcome)
-                    .bind(e.principal.as_deref())
-                    .bind(e.request_id.as_deref())
-                    .bind(e.body.as_str());
-            }
-            q.execute(&mut *tx).await?;
+        let result = self.try_append(events).await;
+        if result.is_err() {
+            self.edge = None;
+            self.uncertain = true;
+        } else {
+            self.uncertain = false;
         }
+        result
+    }
+
+    async fn try_append<R: std::borrow::Borrow<EventRow>>(&mut self, events: &[R]) -> Result<()> {
+        let mut tx = sqlx::Connection::begin(&mut *self.conn).await?;
+        let size = lock_log(&mut tx).await?;
+        let mut edge = match self.edge.take() {
+            Some(edge) if edge.size() == size => edge,
+            _ => LogEdge::load(&mut tx, size).await?,
+        };
+        let stored = if self.uncertain {
+            stored_ids(&mut tx, events).await?
+        } else {
+            HashSet::new()
+        };
+        let fresh: Vec<&EventRow> = events
+            .iter()
+            .map(|e| e.borrow())
+            .filter(|e| !stored.contains(e.id.as_str()))
+            .collect();
+        let first = extend_log(&mut tx, &mut edge, fresh.iter().map(|e| e.body.as_str())).await?;
+        insert_rows(&mut tx, self.backend, &fresh, first).await?;
         tx.commit().await?;
+        self.edge = Some(edge);
         Ok(())
     }
+}
+
+/// Which of `events` are stored already.
+async fn stored_ids<R: std::borrow::Borrow<EventRow>>(
+    conn: &mut sqlx::AnyConnection,
+    events: &[R],
+) -> Result<HashSet<String>> {
+    let mut found = HashSet::new();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id FROM events WHERE id IN ({})", marks.join(","));
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for e in chunk {
+            q = q.bind(e.borrow().id.as_str());
+        }
+        found.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(found)
+}
+
+async fn insert_rows(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    events: &[&EventRow],
+    first_index: u64,
+) -> Result<()> {
+    const COLUMNS: usize = 8;
+    for (c, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO events (id, time, class_uid, outcome, principal, request_id, body, log_index) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            match backend {
+                // SQLite resolves `$N` names per bound value, which is
+                // quadratic in a long statement; anonymous `?` is not.
+                Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)"),
+                Backend::Postgres => {
+                    let b = i * COLUMNS;
+                    let marks: Vec<String> = (1..=COLUMNS).map(|k| format!("${}", b + k)).collect();
+                    sql.push('(');
+                    sql.push_str(&marks.join(", "));
+                    sql.push(')');
+                }
+            }
+        }
+        let mut q = sqlx::query(&sql);
+        let base = first_index + (c * ROWS_PER_INSERT) as u64;
+        for (i, e) in chunk.iter().enumerate() {
+            q = q
+                .bind(e.id.as_str())
+                .bind(e.time)
+                .bind(e.class_uid)
+                .bind(e.outcome)
+                .bind(e.principal.as_deref())
+                .bind(e.request_id.as_deref())
+                .bind(e.body.as_str())
+                .bind((base + i as u64) as i64);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -173,8 +237,18 @@ impl Store {
         &self,
         query: &EventQuery,
     ) -> Result<(Vec<SecurityEvent>, Option<i64>)> {
+        let (found, cursor) = self.query_log_events(query).await?;
+        Ok((found.into_iter().map(|e| e.event).collect(), cursor))
+    }
+
+    /// Like [`Store::query_events`], with each event's place in the log
+    /// and its stored bytes (the leaf that the log commits to).
+    pub async fn query_log_events(
+        &self,
+        query: &EventQuery,
+    ) -> Result<(Vec<LoggedEvent>, Option<i64>)> {
         let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-        let mut sql = String::from("SELECT seq, body FROM events WHERE 1 = 1");
+        let mut sql = String::from("SELECT seq, log_index, body FROM events WHERE 1 = 1");
         let mut n = 0;
         let mut next = |sql: &mut String, clause: &str| {
             n += 1;
@@ -230,12 +304,17 @@ impl Store {
         let mut last_seq = None;
         for row in &rows {
             let seq: i64 = row.try_get("seq")?;
+            let log_index: i64 = row.try_get("log_index")?;
             let body: String = row.try_get("body")?;
             let value: serde_json::Value =
                 serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let event = SecurityEvent::from_body(value)
                 .ok_or_else(|| StoreError::Corrupt(format!("event at seq {seq}")))?;
-            out.push(event);
+            out.push(LoggedEvent {
+                log_index: log_index as u64,
+                entry: body,
+                event,
+            });
             last_seq = Some(seq);
         }
         let cursor = if rows.len() as i64 == limit {

@@ -12,6 +12,7 @@
 
 mod events;
 mod keys;
+mod log;
 mod migrate;
 mod users;
 
@@ -21,8 +22,9 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-pub use events::{EventAppender, EventQuery, EventRow};
+pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
 pub use keys::ApiKeyRecord;
+pub use log::{LogEntry, StoredCheckpoint};
 pub use users::{RoleRecord, UserRecord};
 
 /// Which database a [`Store`] talks to.

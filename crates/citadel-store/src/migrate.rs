@@ -11,12 +11,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema",
+        sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "Merkle audit log",
+        sqlite: include_str!("../migrations/sqlite/0002_merkle_log.sql"),
+        postgres: include_str!("../migrations/postgres/0002_merkle_log.sql"),
+    },
+];
 
 /// Applies every migration newer than the database's version.
 pub(crate) async fn run(store: &Store) -> Result<()> {

@@ -70,6 +70,9 @@ pub enum Command {
     /// Read stored security events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The tamper-evident audit log: key, checkpoints, proofs, export, verify.
+    #[command(subcommand)]
+    Audit(crate::audit_cli::AuditCommand),
 }
 
 /// `citadel serve`.
@@ -334,6 +337,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Events(cmd) => {
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             run_events(&store, cmd).await
+        }
+        Command::Audit(cmd) => {
+            crate::audit_cli::run(&data, &config, cli.database.as_deref(), cmd).await
         }
     }
 }

@@ -13,6 +13,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The deployment's name: part of the audit log's default origin.
+    pub name: String,
     /// `[database]`.
     pub database: DatabaseConfig,
     /// `[gateway]`.
@@ -34,6 +36,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            name: "citadel".into(),
             database: DatabaseConfig::default(),
             gateway: ListenerConfig::on("127.0.0.1:8443"),
             admin: ListenerConfig::on("127.0.0.1:9443"),
@@ -55,11 +58,37 @@ pub struct DatabaseConfig {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// `durable` or `async`.
     pub durability: Durability,
+    /// The log's origin line (and signing key name) [default:
+    /// `citadel.local/<name>`]. Fixed when the log key is created.
+    pub origin: Option<String>,
+    /// How often a checkpoint is signed while entries arrive.
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            origin: None,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// The audit log's origin line.
+    pub fn audit_origin(&self) -> String {
+        self.audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("citadel.local/{}", self.name))
+    }
 }
 
 /// `audit.durability`.

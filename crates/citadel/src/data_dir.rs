@@ -69,6 +69,37 @@ impl DataDir {
             .context("API key hashing key")
     }
 
+    /// The audit log's signing key (`keys/audit-log.key`, created on first
+    /// use with the configured origin as its name). The origin is part of
+    /// every checkpoint, so a config that names another origin than the
+    /// key's is refused rather than silently starting a second log.
+    pub fn log_signer(&self, config: &Config) -> Result<citadel_audit::NoteSigner> {
+        let path = self.root.join("keys").join("audit-log.key");
+        let origin = config.audit_origin();
+        if path.exists() {
+            let bytes = citadel_crypto::read_private_file(&path).context("audit log key")?;
+            let text = std::str::from_utf8(&bytes).context("audit log key is not text")?;
+            let signer = citadel_audit::NoteSigner::from_skey(text)
+                .with_context(|| format!("audit log key {}", path.display()))?;
+            if signer.name() != origin {
+                anyhow::bail!(
+                    "the audit log's origin is {:?} (fixed when its key was made) but the config says {:?}; \
+                     set audit.origin = {:?} in the config",
+                    signer.name(),
+                    origin,
+                    signer.name()
+                );
+            }
+            return Ok(signer);
+        }
+        let signer = citadel_audit::NoteSigner::generate(&origin)
+            .with_context(|| format!("audit.origin {origin:?}"))?;
+        citadel_crypto::write_private_file(&path, signer.to_skey().as_bytes())
+            .context("audit log key")?;
+        tracing::info!(origin = %origin, "created the audit log signing key");
+        Ok(signer)
+    }
+
     /// Writes the default policies into the policy directory if it has none.
     pub fn seed_policies(&self, dir: &Path) -> Result<()> {
         let has_any = std::fs::read_dir(dir)

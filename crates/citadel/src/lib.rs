@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit_cli;
 pub mod cli;
 pub mod config;
 pub mod data_dir;

@@ -198,6 +198,11 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     data.ensure()?;
     let url = data.database_url(database.as_deref(), &config);
     let store = open_store(&url).await?;
+    store.check_log().await.context(
+        "the audit log does not match the stored events; run `citadel audit verify` to see where",
+    )?;
+    let log = citadel_audit::AuditLog::new(store.clone(), data.log_signer(&config)?);
+    log.spawn_checkpointer(config.audit.checkpoint_interval);
 
     let registry =
         KeyRegistry::load(store.clone(), KeyHasher::new(data.key_hash_secret()?)).await?;
@@ -307,6 +312,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         sink: sink.clone(),
         gateway: gateway.clone(),
         metrics,
+        log: log.clone(),
     });
     let listeners = vec![
         tokio::spawn(server::serve(

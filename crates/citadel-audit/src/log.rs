@@ -1,0 +1,356 @@
+//! The tamper-evident log as readers see it: signed checkpoints, C2SP
+//! tlog-tiles tiles and entry bundles, inclusion and consistency proofs.
+//! The tree itself is grown by the store, in the transaction that stores
+//! each batch of events; this room signs what the store built and answers
+//! questions about it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use citadel_core::merkle::{self, FromTiles, Hash, ProofError, TileReader, TILE_WIDTH};
+use citadel_store::{Store, StoreError, StoredCheckpoint};
+use parking_lot::Mutex;
+
+use crate::note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
+
+/// Why a log question could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The request is outside the tree (index, size, tile).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The addressed tile or bundle does not exist (yet).
+    #[error("{0}")]
+    NotFound(String),
+    /// The stored log is damaged; `citadel audit verify` says where.
+    #[error("the audit log is damaged: {0}")]
+    Corrupt(String),
+    /// Signing or parsing failed.
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tiles by `(level, index)`.
+type TileMap = HashMap<(u8, u64), Arc<[Hash]>>;
+
+/// Most full tiles kept in memory (8 KiB each).
+const TILE_CACHE_MAX: usize = 8192;
+
+/// The audit log of one deployment.
+pub struct AuditLog {
+    store: Store,
+    signer: NoteSigner,
+    /// Full tiles never change, so they are cached.
+    full_tiles: Mutex<TileMap>,
+    /// Serializes checkpoint making within this process.
+    checkpointing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.signer.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An inclusion proof with what it is checked against.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InclusionProof {
+    /// Entry index.
+    pub index: u64,
+    /// Tree size the proof is for.
+    pub tree_size: u64,
+    /// RFC 6962 leaf hash of the entry (base64).
+    #[serde(with = "b64")]
+    pub leaf_hash: Hash,
+    /// Audit path, leaf to root (base64 each).
+    #[serde(with = "b64_list")]
+    pub proof: Vec<Hash>,
+}
+
+/// A consistency proof between two tree sizes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub from: u64,
+    /// The newer size.
+    pub to: u64,
+    /// The proof hashes (base64 each).
+    #[serde(with = "b64_list")]
+    pub proof: Vec<Hash>,
+}
+
+impl AuditLog {
+    /// The log over `store`, signing with `signer` (whose name is the origin).
+    pub fn new(store: Store, signer: NoteSigner) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            signer,
+            full_tiles: Mutex::new(HashMap::new()),
+            checkpointing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The log's origin line.
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    /// The verifier key, in vkey form.
+    pub fn verifier(&self) -> NoteVerifier {
+        self.signer.verifier()
+    }
+
+    /// The store the log lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Signs a checkpoint of the log as it is now, unless the latest one
+    /// already covers it, and returns the latest.
+    pub async fn checkpoint_now(&self) -> Result<StoredCheckpoint, LogError> {
+        let _turn = self.checkpointing.lock().await;
+        let latest = self.store.latest_checkpoint().await?;
+        let (size, root) = self.store.log_head().await?;
+        if let Some(latest) = latest.filter(|c| c.size >= size) {
+            return Ok(latest);
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin().to_owned(),
+            size,
+            root,
+        };
+        let note = self.signer.sign(&checkpoint.body())?;
+        let now = citadel_core::clock::now_ms();
+        self.store.insert_checkpoint(size, &note, now).await?;
+        Ok(StoredCheckpoint {
+            size,
+            note,
+            created_at: now,
+        })
+    }
+
+    /// The latest signed checkpoint, making the first if there is none.
+    pub async fn latest_checkpoint(&self) -> Result<StoredCheckpoint, LogError> {
+        match self.store.latest_checkpoint().await? {
+            Some(c) => Ok(c),
+            None => self.checkpoint_now().await,
+        }
+    }
+
+    /// Makes a checkpoint every `interval` while entries arrive, until the
+    /// log is dropped. Failures are logged and retried on the next tick.
+    pub fn spawn_checkpointer(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(log) = weak.upgrade() else { return };
+                if let Err(error) = log.checkpoint_now().await {
+                    tracing::error!(%error, "could not sign an audit log checkpoint");
+                }
+            }
+        })
+    }
+
+    /// The bytes of hash tile `(level, n)`, full or (with `width`) the
+    /// partial tile of that width, as tlog-tiles serves them.
+    pub async fn tile(&self, level: u8, n: u64, width: Option<u64>) -> Result<Vec<u8>, LogError> {
+        let want = width.unwrap_or(TILE_WIDTH) as usize;
+        let hashes = self
+            .store
+            .read_log_tile(level, n)
+            .await?
+            .filter(|h| h.len() >= want)
+            .ok_or_else(|| {
+                LogError::NotFound(format!("tile {level}/{n} of width {want} does not exist"))
+            })?;
+        Ok(hashes[..want].iter().flatten().copied().collect())
+    }
+
+    /// Entry bundle `n` (full, or with `width` the partial bundle): each
+    /// entry as a big-endian u16 length and the entry's bytes.
+    pub async fn entry_bundle(&self, n: u64, width: Option<u64>) -> Result<Vec<u8>, LogError> {
+        let want = width.unwrap_or(TILE_WIDTH);
+        let from = n
+            .checked_mul(TILE_WIDTH)
+            .ok_or_else(|| LogError::OutOfRange(format!("entry bundle {n} is out of range")))?;
+        let size = self.store.log_size().await?;
+        if from.saturating_add(want) > size {
+            return Err(LogError::NotFound(format!(
+                "entry bundle {n} of width {want} does not exist (log size {size})"
+            )));
+        }
+        let entries = self.store.read_log_entries(from, want).await?;
+        if entries.len() as u64 != want {
+            return Err(LogError::Corrupt(format!(
+                "entries of bundle {n} are missing; run `citadel audit verify`"
+            )));
+        }
+        let mut out = Vec::with_capacity(entries.iter().map(|e| e.body.len() + 2).sum());
+        for e in &entries {
+            let len = u16::try_from(e.body.len()).map_err(|_| {
+                LogError::Corrupt(format!("entry {} is longer than 65535 bytes", e.index))
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(e.body.as_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Computes with the tiles of the tree of `size` leaves, fetching from
+    /// the store whatever tile the computation asks for.
+    async fn with_tiles<T>(
+        &self,
+        size: u64,
+        compute: impl Fn(&FromTiles<'_, TileView<'_>>) -> Result<T, ProofError>,
+    ) -> Result<T, LogError> {
+        let mut partial = TileMap::new();
+        loop {
+            let view = TileView {
+                full: &self.full_tiles,
+                partial: &partial,
+                size,
+            };
+            match compute(&FromTiles(&view)) {
+                Ok(v) => return Ok(v),
+                Err(ProofError::MissingTile { level, n }) => {
+                    let width = merkle::tile_width(level, n, size);
+                    let hashes = self
+                        .store
+                        .read_log_tile(level, n)
+                        .await?
+                        .filter(|h| h.len() as u64 >= width && width > 0)
+                        .ok_or_else(|| {
+                            LogError::Corrupt(format!(
+                                "tile {level}/{n} is missing; run `citadel audit verify`"
+                            ))
+                        })?;
+                    let hashes: Arc<[Hash]> = hashes[..width as usize].into();
+                    if width == TILE_WIDTH {
+                        let mut cache = self.full_tiles.lock();
+                        if cache.len() >= TILE_CACHE_MAX {
+                            cache.clear();
+                        }
+                        cache.insert((level, n), hashes);
+                    } else {
+                        partial.insert((level, n), hashes);
+                    }
+                }
+                Err(ProofError::OutOfRange(why)) => return Err(LogError::OutOfRange(why)),
+                Err(e) => return Err(LogError::Corrupt(e.to_string())),
+            }
+        }
+    }
+
+    async fn check_size(&self, size: u64) -> Result<(), LogError> {
+        let now = self.store.log_size().await?;
+        if size > now {
+            return Err(LogError::OutOfRange(format!(
+                "tree size {size} is beyond the log (size {now})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The root of the tree of `size` leaves.
+    pub async fn root_at(&self, size: u64) -> Result<Hash, LogError> {
+        self.check_size(size).await?;
+        self.with_tiles(size, |tiles| merkle::root(tiles, size))
+            .await
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` leaves.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, LogError> {
+        self.check_size(size).await?;
+        if index >= size {
+            return Err(LogError::OutOfRange(format!(
+                "entry {index} is not in the tree of size {size}"
+            )));
+        }
+        let (leaf_hash, proof) = self
+            .with_tiles(size, |tiles| {
+                use merkle::HashSource;
+                Ok((
+                    tiles.subtree(0, index)?,
+                    merkle::inclusion_proof(tiles, index, size)?,
+                ))
+            })
+            .await?;
+        Ok(InclusionProof {
+            index,
+            tree_size: size,
+            leaf_hash,
+            proof,
+        })
+    }
+
+    /// The consistency proof between the trees of `from` and `to` leaves.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, LogError> {
+        self.check_size(to).await?;
+        if from > to {
+            return Err(LogError::OutOfRange(format!(
+                "size {from} is larger than size {to}"
+            )));
+        }
+        let proof = self
+            .with_tiles(to, |tiles| merkle::consistency_proof(tiles, from, to))
+            .await?;
+        Ok(ConsistencyProof { from, to, proof })
+    }
+}
+
+struct TileView<'a> {
+    full: &'a Mutex<TileMap>,
+    partial: &'a TileMap,
+    size: u64,
+}
+
+impl TileReader for TileView<'_> {
+    fn read_tile(&self, level: u8, n: u64) -> Result<Arc<[Hash]>, ProofError> {
+        let width = merkle::tile_width(level, n, self.size);
+        let found = if width == TILE_WIDTH {
+            self.full.lock().get(&(level, n)).cloned()
+        } else {
+            self.partial.get(&(level, n)).cloned()
+        };
+        found.ok_or(ProofError::MissingTile { level, n })
+    }
+}
+
+pub(crate) mod b64 {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+
+    pub(crate) fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(h))
+    }
+}
+
+pub(crate) mod b64_list {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use serde::ser::SerializeSeq;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        hashes: &[[u8; 32]],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(hashes.len()))?;
+        for h in hashes {
+            seq.serialize_element(&B64.encode(h))?;
+        }
+        seq.end()
+    }
+}

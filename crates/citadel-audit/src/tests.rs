@@ -1,0 +1,352 @@
+//! The log over a real store: growth, proofs checked by an independent
+//! tlog implementation, and tamper detection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use citadel_core::merkle::{self, CompactRange};
+use citadel_core::{EventClass, Outcome, SecurityEvent};
+use citadel_store::Store;
+
+use crate::{verify_store, AuditLog, Checkpoint, NoteSigner, VerifyFailure};
+
+fn event(n: u64) -> SecurityEvent {
+    SecurityEvent::builder(EventClass::HttpActivity, 1, "Connect", Outcome::Success)
+        .field("count", n.into())
+        .field("padding", "x".repeat((n % 300) as usize).into())
+        .build()
+}
+
+async fn log_with(entries: u64) -> (Arc<AuditLog>, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("e.db").display());
+    let store = Store::open(&url).await.unwrap();
+    // Several writers, several batch sizes: the appender of the sink and
+    // one-off appends of the CLI.
+    let mut appender = store.event_appender().await.unwrap();
+    let mut n = 0;
+    while n < entries {
+        let batch = ((n % 7) * 61 + 1).min(entries - n);
+        let events: Vec<_> = (n..n + batch).map(event).collect();
+        if n % 3 == 0 {
+            store.append_events(&events).await.unwrap();
+        } else {
+            let rows: Vec<_> = events.iter().map(citadel_store::EventRow::from).collect();
+            appender.append_rows(&rows).await.unwrap();
+        }
+        n += batch;
+    }
+    let log = AuditLog::new(
+        store,
+        NoteSigner::from_seed("citadel.test/log", &[9; 32]).unwrap(),
+    );
+    (log, dir, url)
+}
+
+async fn bodies(store: &Store) -> Vec<String> {
+    let size = store.log_size().await.unwrap();
+    store
+        .read_log_entries(0, size)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_tree_covers_every_event_and_its_proofs_verify() {
+    let (log, _dir, _) = log_with(1000).await;
+    let store = log.store();
+    assert_eq!(store.log_size().await.unwrap(), 1000);
+    let bodies = bodies(store).await;
+    let mut range = CompactRange::new();
+    for b in &bodies {
+        range.append(merkle::leaf_hash(b.as_bytes()), |_, _, _| {});
+    }
+    let made = log.checkpoint_now().await.unwrap();
+    let checkpoint = Checkpoint::open(&made.note, &log.verifier()).unwrap();
+    assert_eq!((checkpoint.size, checkpoint.root), (1000, range.root()));
+    // The same checkpoint again while nothing new arrived.
+    assert_eq!(log.checkpoint_now().await.unwrap().size, 1000);
+    for index in [0u64, 1, 255, 256, 511, 999] {
+        for size in [index + 1, 700.max(index + 1), 1000] {
+            let p = log.inclusion_proof(index, size).await.unwrap();
+            let root = log.root_at(size).await.unwrap();
+            merkle::verify_inclusion(
+                index,
+                size,
+                &merkle::leaf_hash(bodies[index as usize].as_bytes()),
+                &p.proof,
+                &root,
+            )
+            .unwrap();
+        }
+    }
+    for (from, to) in [(1u64, 1000u64), (256, 1000), (300, 513), (999, 1000)] {
+        let p = log.consistency_proof(from, to).await.unwrap();
+        merkle::verify_consistency(
+            from,
+            to,
+            &log.root_at(from).await.unwrap(),
+            &log.root_at(to).await.unwrap(),
+            &p.proof,
+        )
+        .unwrap();
+    }
+    // Out of range questions are refused, not answered.
+    assert!(matches!(
+        log.inclusion_proof(1000, 1000).await,
+        Err(crate::LogError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        log.inclusion_proof(0, 1001).await,
+        Err(crate::LogError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        log.consistency_proof(10, 5).await,
+        Err(crate::LogError::OutOfRange(_))
+    ));
+    // Tiles: full and partial, and the bundle of entries they hash.
+    assert_eq!(log.tile(0, 0, None).await.unwrap().len(), 8192);
+    assert_eq!(log.tile(0, 3, Some(232)).await.unwrap().len(), 232 * 32);
+    assert!(matches!(
+        log.tile(0, 3, None).await,
+        Err(crate::LogError::NotFound(_))
+    ));
+    assert!(matches!(
+        log.tile(0, 3, Some(233)).await,
+        Err(crate::LogError::NotFound(_))
+    ));
+    assert_eq!(log.tile(1, 0, Some(3)).await.unwrap().len(), 96);
+    let bundle = log.entry_bundle(3, Some(232)).await.unwrap();
+    let len = u16::from_be_bytes([bundle[0], bundle[1]]) as usize;
+    assert_eq!(&bundle[2..2 + len], bodies[768].as_bytes());
+    assert!(matches!(
+        log.entry_bundle(3, None).await,
+        Err(crate::LogError::NotFound(_))
+    ));
+    // Verifies offline.
+    let report = verify_store(store, &log.verifier(), |_| {}).await.unwrap();
+    assert_eq!(
+        (report.entries, report.checkpoints, report.root),
+        (1000, 1, range.root())
+    );
+}
+
+/// Tiles served as a tlog-tiles server would, for the independent client.
+struct ServedTiles(HashMap<(u8, u64), Vec<u8>>);
+
+impl tlog_tiles::TileReader for ServedTiles {
+    fn height(&self) -> u8 {
+        8
+    }
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|t| {
+                let data = self
+                    .0
+                    .get(&(t.level(), t.level_index()))
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)?;
+                data.get(..t.width() as usize * 32)
+                    .map(<[u8]>::to_vec)
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+    fn save_tiles(&self, _: &[tlog_tiles::Tile], _: &[Vec<u8>]) {}
+}
+
+#[tokio::test]
+async fn an_independent_tlog_client_accepts_checkpoints_tiles_and_proofs() {
+    let (log, _dir, _) = log_with(70_000 / 50).await;
+    let made = log.checkpoint_now().await.unwrap();
+    // signed_note checks the signature with our vkey...
+    let verifier = signed_note::StandardVerifier::new(&log.verifier().vkey()).unwrap();
+    let note = signed_note::Note::from_bytes(made.note.as_bytes()).unwrap();
+    note.verify(&signed_note::VerifierList::new(vec![Box::new(verifier)]))
+        .expect("signed_note verifies our checkpoint");
+    // ...and tlog_tiles parses the checkpoint body.
+    let checkpoint = tlog_tiles::Checkpoint::from_bytes(note.text()).unwrap();
+    assert_eq!(checkpoint.origin(), "citadel.test/log");
+    let size = checkpoint.size();
+    assert_eq!(size, 1400);
+    // Every tile a client of this tree may ask for, as our API serves it.
+    let mut tiles = HashMap::new();
+    for level in 0..3u8 {
+        for n in 0..8u64 {
+            let width = merkle::tile_width(level, n, size);
+            if width > 0 {
+                let w = (width < 256).then_some(width);
+                tiles.insert((level, n), log.tile(level, n, w).await.unwrap());
+            }
+        }
+    }
+    let served = ServedTiles(tiles);
+    let reader = tlog_tiles::TileHashReader::new(size, *checkpoint.hash(), &served);
+    let bodies = bodies(log.store()).await;
+    for index in [0u64, 255, 256, 1000, 1399] {
+        // Its proof from our tiles equals ours, and ours checks with its checker.
+        let theirs = tlog_tiles::prove_record(size, index, &reader).unwrap();
+        let ours = log.inclusion_proof(index, size).await.unwrap();
+        let ours_as_theirs: Vec<tlog_tiles::Hash> =
+            ours.proof.iter().map(|h| tlog_tiles::Hash(*h)).collect();
+        assert_eq!(theirs, ours_as_theirs);
+        let leaf = tlog_tiles::record_hash(bodies[index as usize].as_bytes());
+        tlog_tiles::check_record(&ours_as_theirs, size, *checkpoint.hash(), index, leaf).unwrap();
+    }
+    for old in [1u64, 256, 700, 1399] {
+        let theirs = tlog_tiles::prove_tree(size, old, &reader).unwrap();
+        let ours = log.consistency_proof(old, size).await.unwrap();
+        let ours_as_theirs: Vec<tlog_tiles::Hash> =
+            ours.proof.iter().map(|h| tlog_tiles::Hash(*h)).collect();
+        assert_eq!(theirs, ours_as_theirs);
+        let old_root = tlog_tiles::Hash(log.root_at(old).await.unwrap());
+        tlog_tiles::check_tree(&ours_as_theirs, size, *checkpoint.hash(), old, old_root).unwrap();
+    }
+}
+
+/// Applies `tamper` to a fresh, checkpointed log and returns what the
+/// verifier says.
+async fn verify_after(tamper: &str) -> VerifyFailure {
+    let (log, _dir, _) = log_with(600).await;
+    log.checkpoint_now().await.unwrap();
+    verify_store(log.store(), &log.verifier(), |_| {})
+        .await
+        .unwrap();
+    let store = log.store();
+    for sql in [
+        "DROP TRIGGER events_no_update",
+        "DROP TRIGGER events_no_delete",
+        "DROP TRIGGER log_tiles_full_are_final",
+        "DROP TRIGGER log_checkpoints_no_update",
+    ] {
+        store.execute_raw_for_tests(sql).await.unwrap();
+    }
+    store.execute_raw_for_tests(tamper).await.unwrap();
+    verify_store(store, &log.verifier(), |_| {})
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_detected_at_the_right_index() {
+    // Modify an entry.
+    let f = verify_after(
+        "UPDATE events SET body = replace(body, 'Connect', 'Connecc') WHERE log_index = 300",
+    )
+    .await;
+    assert_eq!(f.index, Some(300), "{f}");
+    // Delete an entry.
+    let f = verify_after("DELETE FROM events WHERE log_index = 123").await;
+    assert_eq!(f.index, Some(123), "{f}");
+    // Delete the last entries.
+    let f = verify_after("DELETE FROM events WHERE log_index >= 590").await;
+    assert_eq!(f.index, Some(590), "{f}");
+    // Reorder two entries.
+    let f = verify_after(
+        "UPDATE events SET log_index = -1 WHERE log_index = 40; \
+         UPDATE events SET log_index = 40 WHERE log_index = 41; \
+         UPDATE events SET log_index = 41 WHERE log_index = -1",
+    )
+    .await;
+    assert_eq!(f.index, Some(40), "{f}");
+    // Insert an entry in the middle (renumbering those after it).
+    let f = verify_after(
+        "UPDATE events SET log_index = -log_index - 1 WHERE log_index >= 500; \
+         UPDATE events SET log_index = -log_index WHERE log_index < 0; \
+         INSERT INTO events (id, time, class_uid, outcome, body, log_index) VALUES ('forged', 0, 3001, 'success', '{}', 500)",
+    )
+    .await;
+    assert_eq!(f.index, Some(500), "{f}");
+    // Modify a tile (hash 7 of level-0 tile 1 covers entry 263).
+    let f = verify_after(
+        "UPDATE log_tiles SET hashes = unhex(substr(hex(hashes), 1, 448) || printf('%.64d', 0) || substr(hex(hashes), 513)) \
+         WHERE level = 0 AND idx = 1",
+    )
+    .await;
+    assert_eq!(f.index, Some(263), "{f}");
+    // Replace a checkpoint with one signed by another key.
+    let other = NoteSigner::from_seed("citadel.test/log", &[1; 32]).unwrap();
+    let forged = other
+        .sign(
+            &Checkpoint {
+                origin: "citadel.test/log".into(),
+                size: 600,
+                root: [0; 32],
+            }
+            .body(),
+        )
+        .unwrap();
+    let f = verify_after(&format!(
+        "UPDATE log_checkpoints SET note = '{forged}' WHERE size = 600"
+    ))
+    .await;
+    assert!(f.what.contains("checkpoint at size 600"), "{f}");
+}
+
+#[tokio::test]
+async fn a_rewritten_history_with_recomputed_tiles_fails_the_signed_checkpoint() {
+    // An attacker who rewrites an entry and every tile still cannot sign:
+    // the checkpoint pins the old tree and names the range that changed.
+    let (log, _dir, url) = log_with(300).await;
+    log.checkpoint_now().await.unwrap();
+    let store = log.store();
+    store
+        .execute_raw_for_tests("DROP TRIGGER events_no_update")
+        .await
+        .unwrap();
+    store
+        .execute_raw_for_tests("DROP TRIGGER log_tiles_full_are_final")
+        .await
+        .unwrap();
+    store
+        .execute_raw_for_tests("DROP TRIGGER log_tiles_no_delete")
+        .await
+        .unwrap();
+    store
+        .execute_raw_for_tests("UPDATE events SET body = replace(body, 'Connect', 'Connecc') WHERE log_index = 17; DELETE FROM log_tiles; UPDATE log_state SET size = 0")
+        .await
+        .unwrap();
+    // Rebuild the tiles from the (altered) entries, as the attacker would.
+    let rebuilt = Store::open(&url).await.unwrap();
+    rebuilt.check_log().await.unwrap();
+    let f = verify_store(&rebuilt, &log.verifier(), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(f.index, Some(0), "{f}");
+    assert!(f.what.contains("signed checkpoint at size 300"), "{f}");
+}
+
+#[tokio::test]
+async fn appending_the_same_events_twice_never_adds_leaves_twice() {
+    let (log, _dir, _) = log_with(10).await;
+    let store = log.store();
+    let again: Vec<SecurityEvent> = store
+        .query_events(&Default::default())
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .take(3)
+        .collect();
+    // A retry through a new appender skips what is stored already...
+    store.append_events(&again).await.unwrap();
+    assert_eq!(store.log_size().await.unwrap(), 10);
+    assert_eq!(store.count_events().await.unwrap(), 10);
+    // ...and an appender that believes it is in step is refused by the
+    // store rather than allowed to log an event twice.
+    let mut appender = store.event_appender().await.unwrap();
+    let fresh: Vec<_> = [event(99)]
+        .iter()
+        .map(citadel_store::EventRow::from)
+        .collect();
+    appender.append_rows(&fresh).await.unwrap();
+    let rows: Vec<_> = again.iter().map(citadel_store::EventRow::from).collect();
+    assert!(appender.append_rows(&rows).await.is_err());
+    // After the failure it checks again, and the retry is a no-op.
+    appender.append_rows(&rows).await.unwrap();
+    assert_eq!(store.log_size().await.unwrap(), 11);
+    verify_store(store, &log.verifier(), |_| {}).await.unwrap();
+}

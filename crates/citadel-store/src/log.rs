@@ -1,0 +1,351 @@
+//! The Merkle log's storage: every appended event becomes the next leaf, and
+//! the C2SP tlog-tiles hash tiles are brought up to date in the same
+//! transaction, so the stored tree always covers exactly the stored events.
+//!
+//! Writers take turns on the `log_state` row (locked first thing in every
+//! append), so gateway replicas and CLI commands sharing a database never
+//! interleave their leaves. A writer keeps the right edge of the tree in
+//! memory and re-reads it only when another writer moved the tree.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use citadel_core::merkle::{
+    self, CompactRange, FromTiles, Hash, ProofError, TileReader, TILE_HEIGHT, TILE_WIDTH,
+};
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError};
+
+/// The right edge of the stored tree: its compact range and the partial
+/// tile at each tile level (the only tiles an append can change).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogEdge {
+    range: CompactRange,
+    /// `partial[L]`: hashes of tile `(L, size >> 8(L+1))`, fewer than 256.
+    partial: Vec<Vec<Hash>>,
+}
+
+/// Tiles changed by a batch, to be written with it.
+type DirtyTiles = BTreeMap<(u8, u64), Vec<Hash>>;
+
+impl LogEdge {
+    pub(crate) fn size(&self) -> u64 {
+        self.range.size()
+    }
+
+    /// Reads the edge of the tree of `size` leaves from the stored tiles.
+    pub(crate) async fn load(conn: &mut sqlx::AnyConnection, size: u64) -> Result<Self> {
+        let mut partial = Vec::new();
+        let mut tiles: BTreeMap<(u8, u64), Arc<[Hash]>> = BTreeMap::new();
+        let mut level = 0u8;
+        loop {
+            let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+            if shift >= 64 || size >> shift == 0 {
+                break;
+            }
+            let n = (size >> shift) / TILE_WIDTH;
+            let width = ((size >> shift) % TILE_WIDTH) as usize;
+            let hashes = if width == 0 {
+                Vec::new()
+            } else {
+                let stored = read_tile_on(conn, level, n).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "log tile {level}/{n} is missing (tree size {size})"
+                    ))
+                })?;
+                if stored.len() < width {
+                    return Err(StoreError::Corrupt(format!(
+                        "log tile {level}/{n} holds {} hashes, the tree of size {size} needs {width}",
+                        stored.len()
+                    )));
+                }
+                stored[..width].to_vec()
+            };
+            tiles.insert((level, n), hashes.clone().into());
+            partial.push(hashes);
+            level += 1;
+        }
+        let range = CompactRange::at(&FromTiles(&MapTiles(&tiles)), size)
+            .map_err(|e| StoreError::Corrupt(format!("log edge at size {size}: {e}")))?;
+        Ok(Self { range, partial })
+    }
+
+    /// Appends one leaf, noting the tiles it changes.
+    fn append(&mut self, leaf: Hash, dirty: &mut DirtyTiles) {
+        let partial = &mut self.partial;
+        self.range.append(leaf, |level, index, hash| {
+            if level % TILE_HEIGHT != 0 {
+                return;
+            }
+            let tile_level = level / TILE_HEIGHT;
+            let slot = usize::from(tile_level);
+            if partial.len() <= slot {
+                partial.resize_with(slot + 1, Vec::new);
+            }
+            let tile = &mut partial[slot];
+            tile.push(*hash);
+            dirty.insert((tile_level, index / TILE_WIDTH), tile.clone());
+            if tile.len() == TILE_WIDTH as usize {
+                tile.clear();
+            }
+        });
+    }
+
+    /// The root of the tree so far.
+    pub(crate) fn root(&self) -> Hash {
+        self.range.root()
+    }
+}
+
+struct MapTiles<'a>(&'a BTreeMap<(u8, u64), Arc<[Hash]>>);
+
+impl TileReader for MapTiles<'_> {
+    fn read_tile(&self, level: u8, n: u64) -> std::result::Result<Arc<[Hash]>, ProofError> {
+        self.0
+            .get(&(level, n))
+            .cloned()
+            .ok_or(ProofError::MissingTile { level, n })
+    }
+}
+
+async fn read_tile_on(
+    conn: &mut sqlx::AnyConnection,
+    level: u8,
+    n: u64,
+) -> Result<Option<Vec<Hash>>> {
+    let row = sqlx::query("SELECT hashes FROM log_tiles WHERE level = $1 AND idx = $2")
+        .bind(i64::from(level))
+        .bind(n as i64)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let bytes: Vec<u8> = row.try_get("hashes")?;
+            merkle::tile_hashes(&bytes).map(Some).ok_or_else(|| {
+                StoreError::Corrupt(format!("log tile {level}/{n} has {} bytes", bytes.len()))
+            })
+        }
+    }
+}
+
+/// Locks the log for this transaction and returns its size.
+pub(crate) async fn lock_log(conn: &mut sqlx::AnyConnection) -> Result<u64> {
+    // The write comes first so that SQLite takes its write lock now (waiting
+    // out other writers) rather than failing a read-then-write upgrade later;
+    // on PostgreSQL it is a row lock that serializes writers.
+    sqlx::query("UPDATE log_state SET size = size WHERE id = 1")
+        .execute(&mut *conn)
+        .await?;
+    let size: i64 = sqlx::query_scalar("SELECT size FROM log_state WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(size as u64)
+}
+
+/// Assigns log indexes to `bodies` (in order) by appending their leaves to
+/// `edge`, writes the changed tiles and the new size. Returns the index of
+/// the first. Runs inside the caller's transaction, after [`lock_log`].
+pub(crate) async fn extend_log<'b>(
+    conn: &mut sqlx::AnyConnection,
+    edge: &mut LogEdge,
+    bodies: impl Iterator<Item = &'b str>,
+) -> Result<u64> {
+    let first = edge.size();
+    let mut dirty = DirtyTiles::new();
+    for body in bodies {
+        edge.append(merkle::leaf_hash(body.as_bytes()), &mut dirty);
+    }
+    for ((level, n), hashes) in dirty {
+        let bytes: Vec<u8> = hashes.iter().flatten().copied().collect();
+        sqlx::query(
+            "INSERT INTO log_tiles (level, idx, hashes) VALUES ($1, $2, $3) \
+             ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes",
+        )
+        .bind(i64::from(level))
+        .bind(n as i64)
+        .bind(bytes)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE log_state SET size = $1 WHERE id = 1")
+        .bind(edge.size() as i64)
+        .execute(&mut *conn)
+        .await?;
+    Ok(first)
+}
+
+/// One stored entry of the log.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Position in the log.
+    pub index: u64,
+    /// The entry as stored: the event's OCSF JSON, the bytes its leaf hashes.
+    pub body: String,
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    /// Tree size it commits to.
+    pub size: u64,
+    /// The signed note, as served.
+    pub note: String,
+    /// When it was made, Unix ms.
+    pub created_at: i64,
+}
+
+impl Store {
+    /// The number of leaves in the log.
+    pub async fn log_size(&self) -> Result<u64> {
+        let size: i64 = sqlx::query_scalar("SELECT size FROM log_state WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(size as u64)
+    }
+
+    /// The size and root of the log now, read consistently.
+    pub async fn log_head(&self) -> Result<(u64, Hash)> {
+        let mut tx = self.pool().begin().await?;
+        let size: i64 = sqlx::query_scalar("SELECT size FROM log_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let edge = LogEdge::load(&mut tx, size as u64).await?;
+        tx.commit().await?;
+        Ok((size as u64, edge.root()))
+    }
+
+    /// The stored hashes of tile `(level, n)`, if it exists.
+    pub async fn read_log_tile(&self, level: u8, n: u64) -> Result<Option<Vec<Hash>>> {
+        let mut conn = self.pool().acquire().await?;
+        read_tile_on(&mut conn, level, n).await
+    }
+
+    /// Entries `[from, from + count)` in index order (fewer if the log is shorter).
+    pub async fn read_log_entries(&self, from: u64, count: u64) -> Result<Vec<LogEntry>> {
+        let rows = sqlx::query(
+            "SELECT log_index, body FROM events WHERE log_index >= $1 AND log_index < $2 \
+             ORDER BY log_index LIMIT $3",
+        )
+        .bind(from.min(i64::MAX as u64) as i64)
+        .bind(from.saturating_add(count).min(i64::MAX as u64) as i64)
+        .bind(count.min(1 << 20) as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LogEntry {
+                    index: row.try_get::<i64, _>("log_index")? as u64,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The first entry recorded at or after `time` (Unix ms).
+    pub async fn log_index_at_time(&self, time: i64) -> Result<Option<u64>> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(log_index) FROM events WHERE time >= $1")
+                .bind(time)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(found.map(|n| n as u64))
+    }
+
+    /// The smallest stored entry index at or after `from`.
+    pub async fn next_log_index(&self, from: u64) -> Result<Option<u64>> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(log_index) FROM events WHERE log_index >= $1")
+                .bind(from.min(i64::MAX as u64) as i64)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(next.map(|n| n as u64))
+    }
+
+    /// Stores a signed checkpoint. A second checkpoint for the same size
+    /// (another replica's) is ignored: both commit to the same tree.
+    pub async fn insert_checkpoint(&self, size: u64, note: &str, created_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO log_checkpoints (size, note, created_at) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(size as i64)
+        .bind(note)
+        .bind(created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The checkpoint of the largest size, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT size, note, created_at FROM log_checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| checkpoint_from(&r)).transpose()
+    }
+
+    /// Every stored checkpoint, smallest first.
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let rows = sqlx::query("SELECT size, note, created_at FROM log_checkpoints ORDER BY size")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(checkpoint_from).collect()
+    }
+
+    /// Checks that the stored tree covers exactly the stored events and
+    /// brings it up to date with events stored before the log existed (an
+    /// upgraded database). Refuses, loudly, a tree that is ahead of its
+    /// entries or has a hole: that is a damaged or tampered store, and
+    /// `citadel audit verify` says where.
+    pub async fn check_log(&self) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let size = lock_log(&mut tx).await?;
+        let (count, max): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(log_index), MAX(log_index) FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+        let entries = max.map_or(0, |m| m as u64 + 1);
+        if count as u64 != entries {
+            return Err(StoreError::Corrupt(format!(
+                "the audit log has {count} entries but its last index is {}; entries are missing",
+                entries.saturating_sub(1)
+            )));
+        }
+        if entries < size {
+            return Err(StoreError::Corrupt(format!(
+                "the audit log's tree covers {size} entries but only {entries} are stored"
+            )));
+        }
+        let mut edge = LogEdge::load(&mut tx, size).await?;
+        if entries > size {
+            tracing::warn!(
+                from = size,
+                to = entries,
+                "adding events stored before the audit log existed to the log"
+            );
+            let rows =
+                sqlx::query("SELECT body FROM events WHERE log_index >= $1 ORDER BY log_index")
+                    .bind(size as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let bodies: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get("body"))
+                .collect::<std::result::Result<_, _>>()?;
+            extend_log(&mut tx, &mut edge, bodies.iter().map(String::as_str)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn checkpoint_from(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: row.try_get::<i64, _>("size")? as u64,
+        note: row.try_get("note")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
