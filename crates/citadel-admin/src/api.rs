@@ -583,6 +583,9 @@ pub(crate) fn parse_event_query(params: &HashMap<String, String>) -> Result<Even
             "cursor" => {
                 q.after_seq = Some(value.parse().map_err(|_| format!("invalid cursor `{value}`"))?)
             }
+            // Read by the handler; checked here so a typo is refused.
+            "proofs" if value == "true" || value == "false" => {}
+            "proofs" => return Err(format!("proofs must be true or false, not `{value}`")),
             other => return Err(format!("unknown parameter `{other}`")),
         }
     }

@@ -62,6 +62,8 @@ pub struct Running {
     pub sink: Arc<EventSink>,
     /// The policy engine (reload on SIGHUP).
     pub policy: Arc<PolicyEngine>,
+    /// The tamper-evident log (a last checkpoint at shutdown).
+    pub log: Arc<citadel_audit::AuditLog>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -74,6 +76,10 @@ impl Running {
             let _ = l.await;
         }
         self.sink.flush().await;
+        // Sign what the last events added, so a verifier sees all of it.
+        if let Err(error) = self.log.checkpoint_now().await {
+            tracing::error!(%error, "could not sign the last audit log checkpoint");
+        }
         self.store.close().await;
     }
 
@@ -202,6 +208,16 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         "the audit log does not match the stored events; run `citadel audit verify` to see where",
     )?;
     let log = citadel_audit::AuditLog::new(store.clone(), data.log_signer(&config)?);
+    if let Some(latest) = store.latest_checkpoint().await? {
+        // Replicas sharing a database must share the log key too, or each
+        // would sign checkpoints no verifier holding the log's key accepts.
+        citadel_audit::Checkpoint::open(&latest.note, &log.verifier()).map_err(|e| {
+            anyhow::anyhow!(
+                "the audit log in this database was signed by another key ({e}); \
+                 a replica must use the same keys/audit-log.key as the others"
+            )
+        })?;
+    }
     log.spawn_checkpointer(config.audit.checkpoint_interval);
 
     let registry =
@@ -348,6 +364,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         store,
         sink,
         policy,
+        log,
         shutdown,
         listeners,
     })

@@ -390,7 +390,7 @@ async fn replicas_sharing_postgresql_see_each_others_revocations_within_a_second
     let up = Upstream::default();
     let addr = up.start().await;
     let a = Citadel::start_with(&upstream_config(addr), Some(url.clone())).await;
-    let b = a.start_replica(&upstream_config(addr), url).await;
+    let b = a.start_replica(&upstream_config(addr), url.clone()).await;
     assert!(
         b.admin_key.is_empty(),
         "a second replica must not bootstrap another admin"
@@ -445,6 +445,58 @@ async fn replicas_sharing_postgresql_see_each_others_revocations_within_a_second
     assert!(events
         .iter()
         .any(|e| e.body["api"]["operation"] == "keys.revoke"));
+    // Both replicas append to the one Merkle log at once; it stays whole,
+    // and either replica's checkpoints verify with the shared log key.
+    let (_, key) = a.key("developer", json!({})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let load = |c: &Citadel| {
+        let (client, url, key) = (c.client.clone(), c.gateway.clone(), key.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&json!({"model": "m1"}))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (ta, tb) = (load(&a), load(&b));
+    ta.await.unwrap();
+    tb.await.unwrap();
+    a.flush().await;
+    b.flush().await;
+    a.running().log.checkpoint_now().await.unwrap();
+    b.running().log.checkpoint_now().await.unwrap();
+    let report =
+        citadel_audit::verify_store(&b.running().store, &a.running().log.verifier(), |_| {})
+            .await
+            .unwrap();
+    assert!(
+        report.entries >= 160 && report.checkpoints >= 1,
+        "{report:?}"
+    );
+    // A replica with a log key of its own is refused at start.
+    let stray = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(stray.path().join("keys")).unwrap();
+    let hash_key = std::fs::read(a.data.path().join("keys/api-key-hash.key")).unwrap();
+    citadel_crypto::write_private_file(&stray.path().join("keys/api-key-hash.key"), &hash_key)
+        .unwrap();
+    let refused = citadel::serve::start(citadel::serve::ServeRequest {
+        data: citadel::data_dir::DataDir::new(stray.path().to_path_buf()),
+        config: citadel::config::Config::parse(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "t.toml",
+        )
+        .unwrap(),
+        database: Some(url.clone()),
+        demo: false,
+    })
+    .await;
+    let message = format!("{:#}", refused.err().expect("a stray log key is refused"));
+    assert!(message.contains("audit-log.key"), "{message}");
     b.stop().await;
     a.stop().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn citadel(data: &std::path::Path) -> Command {
+pub(crate) fn citadel(data: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_citadel"));
     c.arg("--data")
         .arg(data)
@@ -15,7 +15,7 @@ fn citadel(data: &std::path::Path) -> Command {
     c
 }
 
-fn run(cmd: &mut Command) -> (bool, String, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().unwrap();
     (
         out.status.success(),
@@ -28,7 +28,7 @@ struct Server(Child);
 
 /// Starts `citadel serve --demo` on free ports and waits for the curl line
 /// it prints; stderr is piped for the caller when asked, else discarded.
-async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Child, String) {
+pub(crate) async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Child, String) {
     let mut child = citadel(data)
         .args([
             "--log",

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod binary;
 mod gateway;
 mod limits;

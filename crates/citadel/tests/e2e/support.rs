@@ -163,14 +163,15 @@ impl Citadel {
     }
 
     /// Starts a second replica on the same database, with the installation
-    /// key file copied from this one, as an operator does for a cluster.
+    /// key files copied from this one, as an operator does for a cluster.
     pub(crate) async fn start_replica(&self, extra: &str, database: String) -> Self {
         let data = tempfile::tempdir().unwrap();
         let from = self.data.path().join("keys");
         std::fs::create_dir_all(data.path().join("keys")).unwrap();
-        let key = std::fs::read(from.join("api-key-hash.key")).unwrap();
-        citadel_crypto::write_private_file(&data.path().join("keys/api-key-hash.key"), &key)
-            .unwrap();
+        for file in ["api-key-hash.key", "audit-log.key"] {
+            let key = std::fs::read(from.join(file)).unwrap();
+            citadel_crypto::write_private_file(&data.path().join("keys").join(file), &key).unwrap();
+        }
         Self::start_in(data, extra, Some(database)).await
     }
 
