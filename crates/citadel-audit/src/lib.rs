@@ -20,11 +20,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod export;
 mod log;
 mod note;
 mod sink;
 mod verify;
 
+pub use export::{spawn_exporters, syslog_message, ExporterConfig};
 pub use log::{AuditLog, ConsistencyProof, InclusionProof, LogError};
 pub use note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use sink::{Durability, EventSink, SinkConfig, SinkError};

@@ -243,6 +243,30 @@ impl Store {
             .collect()
     }
 
+    /// The next log index exporter `name` has to deliver (0 if new).
+    pub async fn export_cursor(&self, name: &str) -> Result<u64> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT next_index FROM export_cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(next.unwrap_or(0) as u64)
+    }
+
+    /// Records that exporter `name` delivered everything before `next`.
+    pub async fn set_export_cursor(&self, name: &str, next: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO export_cursors (name, next_index, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET next_index = excluded.next_index, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(next as i64)
+        .bind(citadel_core::clock::now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The first entry recorded at or after `time` (Unix ms).
     pub async fn log_index_at_time(&self, time: i64) -> Result<Option<u64>> {
         let found: Option<i64> =

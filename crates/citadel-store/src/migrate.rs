@@ -24,6 +24,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_merkle_log.sql"),
         postgres: include_str!("../migrations/postgres/0002_merkle_log.sql"),
     },
+    Migration {
+        version: 3,
+        description: "SIEM export cursors",
+        sqlite: include_str!("../migrations/sqlite/0003_export_cursors.sql"),
+        postgres: include_str!("../migrations/postgres/0003_export_cursors.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

@@ -69,6 +69,8 @@ pub struct AuditConfig {
     /// How often a checkpoint is signed while entries arrive.
     #[serde(deserialize_with = "duration")]
     pub checkpoint_interval: Duration,
+    /// `[[audit.export]]`: SIEM exporters.
+    pub export: Vec<citadel_audit::ExporterConfig>,
 }
 
 impl Default for AuditConfig {
@@ -77,6 +79,7 @@ impl Default for AuditConfig {
             durability: Durability::default(),
             origin: None,
             checkpoint_interval: Duration::from_secs(1),
+            export: Vec::new(),
         }
     }
 }
@@ -185,7 +188,32 @@ impl Config {
                 reason: p.to_string(),
             }
         })?;
+        config.validate_audit().map_err(|reason| ConfigError {
+            file: file.to_owned(),
+            line: text
+                .lines()
+                .position(|l| l.trim_start().starts_with("[[audit.export]]"))
+                .map_or(0, |i| i + 1),
+            reason,
+        })?;
         Ok(config)
+    }
+
+    fn validate_audit(&self) -> Result<(), String> {
+        if self.audit.checkpoint_interval < Duration::from_millis(100) {
+            return Err("audit.checkpoint_interval must be at least 100ms".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for exporter in &self.audit.export {
+            exporter.validate()?;
+            if !names.insert(exporter.name()) {
+                return Err(format!(
+                    "audit.export name {:?} is used twice",
+                    exporter.name()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The data plane's part.
@@ -244,6 +272,26 @@ placement = "on_prem"
         assert!(e.reason.contains("lisen"));
         let e = Config::parse("[limits]\nrequest_timeout = \"soon\"\n", "c.toml").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn exporters_are_read_and_checked() {
+        let c = Config::parse(
+            "[[audit.export]]\nkind = \"file\"\nname = \"f\"\npath = \"exports/e.jsonl\"\n\n\
+             [[audit.export]]\nkind = \"syslog\"\nname = \"s\"\naddress = \"siem:6514\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.audit.export.len(), 2);
+        for bad in [
+            "[[audit.export]]\nkind = \"file\"\nname = \"f\"\npath = \"e\"\n[[audit.export]]\nkind = \"file\"\nname = \"f\"\npath = \"g\"\n",
+            "[[audit.export]]\nkind = \"syslog\"\nname = \"s\"\naddress = \"siem:514\"\ntls = false\n",
+            "[[audit.export]]\nkind = \"pigeon\"\nname = \"p\"\n",
+            "[[audit.export]]\nkind = \"file\"\nname = \"f\"\npath = \"e\"\nrotate = 5\n",
+        ] {
+            let e = Config::parse(bad, "c.toml").unwrap_err();
+            assert!((1..=5).contains(&e.line), "{e}");
+        }
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub struct Running {
     pub policy: Arc<PolicyEngine>,
     /// The tamper-evident log (a last checkpoint at shutdown).
     pub log: Arc<citadel_audit::AuditLog>,
+    exporters: Vec<tokio::task::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -79,6 +80,10 @@ impl Running {
         // Sign what the last events added, so a verifier sees all of it.
         if let Err(error) = self.log.checkpoint_now().await {
             tracing::error!(%error, "could not sign the last audit log checkpoint");
+        }
+        // Exporters resume from their cursors at the next start.
+        for exporter in self.exporters {
+            exporter.abort();
         }
         self.store.close().await;
     }
@@ -219,6 +224,8 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         })?;
     }
     log.spawn_checkpointer(config.audit.checkpoint_interval);
+    let exporters = citadel_audit::spawn_exporters(&store, &config.audit.export, data.root())
+        .map_err(anyhow::Error::msg)?;
 
     let registry =
         KeyRegistry::load(store.clone(), KeyHasher::new(data.key_hash_secret()?)).await?;
@@ -365,6 +372,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         sink,
         policy,
         log,
+        exporters,
         shutdown,
         listeners,
     })

@@ -594,3 +594,35 @@ async fn sigkill_during_sustained_appends_never_loses_an_acknowledged_event() {
     assert!(ok, "{out}{err}");
     assert!(json_of(&out)["entries"].as_u64().unwrap() >= acknowledged.len() as u64);
 }
+
+#[tokio::test]
+async fn a_configured_file_exporter_receives_the_gateway_events() {
+    let upstream = Upstream::default().start().await;
+    let config = format!(
+        "{}\n[[audit.export]]\nkind = \"file\"\nname = \"siem\"\npath = \"exports/ocsf.jsonl\"\n",
+        upstream_config(upstream)
+    );
+    let c = Citadel::start(&config).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c.chat(&key, json!({"model": "m1", "messages": []})).await;
+    let id = crate::support::request_id(&r);
+    let file = c.data.path().join("exports/ocsf.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let ours: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e.to_string().contains(&id))
+            .collect();
+        if ours.len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request's events never reached the file"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.stop().await;
+}
