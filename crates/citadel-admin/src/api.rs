@@ -49,6 +49,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{name}/disable", post(disable_user))
+        .route("/api/v1/users/{name}/erase", post(erase_user))
         .route("/api/v1/roles", get(list_roles).post(create_role))
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/{id}/revoke", post(revoke_key))
@@ -299,7 +300,7 @@ async fn create_user(
         &state,
         &caller,
         "users.create",
-        json!({"type": "User", "uid": user.id, "name": user.name}),
+        json!({"type": "User", "uid": user.id}),
     )
     .await?;
     Ok(Json(json!(user)))
@@ -317,10 +318,40 @@ async fn disable_user(
         &state,
         &caller,
         "users.disable",
-        json!({"type": "User", "uid": user.id, "name": user.name}),
+        json!({"type": "User", "uid": user.id}),
     )
     .await?;
     Ok(Json(json!(user)))
+}
+
+/// Erases a person: their account is disabled and renamed, their keys
+/// revoked, and their subject key destroyed, so the fields that named them
+/// in every recorded event are unreadable while the audit log still verifies.
+async fn erase_user(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    authorize(&state, &caller, "users.erase", "users").await?;
+    let user = state.store.erase_user(&name, clock::now_ms()).await?;
+    let shredded = state.vault.erase(&user.id).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot destroy a subject key");
+        AdminError::new(
+            ErrorCode::Internal,
+            "the account was erased but its subject key could not be destroyed; retry",
+        )
+    })?;
+    refresh_credentials(&state).await;
+    record_change(
+        &state,
+        &caller,
+        "users.erase",
+        json!({"type": "User", "uid": user.id}),
+    )
+    .await?;
+    Ok(Json(
+        json!({"user": user, "subject_key_destroyed": shredded}),
+    ))
 }
 
 async fn list_roles(
@@ -604,10 +635,27 @@ async fn list_events(
         return events_with_proofs(&state, &query).await;
     }
     let (events, cursor) = state.store.query_events(&query).await?;
-    let events: Vec<Value> = events.into_iter().map(|e| e.body).collect();
+    let mut bodies = Vec::with_capacity(events.len());
+    for e in events {
+        bodies.push(opened(&state, e.body).await?);
+    }
+    let events = bodies;
     Ok(Json(
         json!({"events": events, "next_cursor": cursor.map(|c| c.to_string())}),
     ))
+}
+
+/// An event as its reader sees it: a person's sealed fields opened, or
+/// marked erased.
+async fn opened(state: &AdminState, mut body: Value) -> Result<Value, AdminError> {
+    state.vault.open(&mut body).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot open sealed event fields");
+        AdminError::new(
+            ErrorCode::Internal,
+            "cannot open sealed event fields; see the server log",
+        )
+    })?;
+    Ok(body)
 }
 
 /// Events with their log index, stored bytes and inclusion proof against
@@ -630,7 +678,7 @@ async fn events_with_proofs(state: &AdminState, query: &EventQuery) -> ApiResult
         events.push(json!({
             "log_index": e.log_index,
             "entry": e.entry,
-            "event": e.event.body,
+            "event": opened(state, e.event.body).await?,
             "inclusion_proof": proof,
         }));
     }

@@ -18,7 +18,7 @@ mod error;
 
 use std::sync::Arc;
 
-use citadel_audit::{AuditLog, EventSink};
+use citadel_audit::{AuditLog, EventSink, SubjectVault};
 use citadel_gateway::metrics::GatewayMetrics;
 use citadel_gateway::GatewayState;
 use citadel_identity::KeyRegistry;
@@ -48,6 +48,8 @@ pub struct AdminState {
     pub metrics: Arc<GatewayMetrics>,
     /// The tamper-evident audit log.
     pub log: Arc<AuditLog>,
+    /// Opens the sealed fields of events for reading; erases subjects.
+    pub vault: Arc<SubjectVault>,
 }
 
 /// The admin API as a listener service.

@@ -24,12 +24,14 @@ mod export;
 mod log;
 mod note;
 mod sink;
+mod subject;
 mod verify;
 
 pub use export::{spawn_exporters, syslog_message, ExporterConfig};
 pub use log::{AuditLog, ConsistencyProof, InclusionProof, LogError};
 pub use note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use sink::{Durability, EventSink, SinkConfig, SinkError};
+pub use subject::{Opened, SubjectVault, VaultError, SEALED_FIELDS};
 pub use verify::{verify_export, verify_store, VerifyFailure, VerifyReport};
 
 #[cfg(test)]

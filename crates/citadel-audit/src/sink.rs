@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use citadel_core::SecurityEvent;
 use citadel_store::{EventRow, Store};
+
+use crate::subject::SubjectVault;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// When a recorded event counts as recorded.
@@ -31,6 +33,8 @@ pub struct SinkConfig {
     pub queue_max: usize,
     /// How long a decision waits for the writer to make room before it is refused.
     pub room_wait: Duration,
+    /// Seals the fields that identify people before events are stored.
+    pub vault: Option<Arc<SubjectVault>>,
 }
 
 impl Default for SinkConfig {
@@ -40,6 +44,7 @@ impl Default for SinkConfig {
             batch_max: 1024,
             queue_max: 4_096,
             room_wait: Duration::from_secs(5),
+            vault: None,
         }
     }
 }
@@ -86,7 +91,11 @@ impl Message {
 /// An event and its stored form, encoded by the recording task so that the
 /// single writer only binds and commits.
 struct Encoded {
-    row: EventRow,
+    /// The stored form; `None` until the subject's key is at hand (the
+    /// writer fetches it).
+    row: Option<EventRow>,
+    /// The event as it happened, for the bus (never stored as such when
+    /// it names a person).
     event: Arc<SecurityEvent>,
     /// A decision that gates a request (rewritten as refused if the request
     /// is refused because this event could not be committed in time).
@@ -94,9 +103,10 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(event: SecurityEvent) -> Self {
+    fn new(event: SecurityEvent, vault: Option<&SubjectVault>) -> Self {
+        let row = stored_form(&event, vault);
         Self {
-            row: EventRow::from(&event),
+            row,
             event: Arc::new(event),
             decision: false,
         }
@@ -105,7 +115,7 @@ impl Encoded {
     /// Rewrites a decision whose request was refused because the event could
     /// not be written in time: when it is finally stored, it must not read as
     /// an allowed request.
-    fn mark_refused(&mut self) {
+    fn mark_refused(&mut self, vault: Option<&SubjectVault>) {
         let mut event = (*self.event).clone();
         event.outcome = citadel_core::Outcome::Failure;
         let body = &mut event.body;
@@ -116,9 +126,45 @@ impl Encoded {
         body["status_detail"] = serde_json::json!(
             "audit_unavailable: the request was refused because its event could not be recorded in time"
         );
-        self.row = EventRow::from(&event);
+        self.row = stored_form(&event, vault);
         self.event = Arc::new(event);
     }
+}
+
+/// The row to store: the event itself, or with a person's fields sealed if
+/// their key is cached; `None` if the key must be fetched first.
+fn stored_form(event: &SecurityEvent, vault: Option<&SubjectVault>) -> Option<EventRow> {
+    let Some(vault) = vault.filter(|_| SubjectVault::subject_of(event).is_some()) else {
+        return Some(EventRow::from(event));
+    };
+    let mut sealed = event.clone();
+    match vault.try_seal(&mut sealed) {
+        Ok(true) => Some(EventRow::from(&sealed)),
+        _ => None,
+    }
+}
+
+/// Seals, with keys fetched or made now, the events whose row is pending.
+async fn seal_pending(
+    events: &mut [Encoded],
+    vault: Option<&SubjectVault>,
+) -> Result<(), crate::subject::VaultError> {
+    let Some(vault) = vault else { return Ok(()) };
+    let pending: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i].row.is_none())
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut sealed: Vec<SecurityEvent> = pending
+        .iter()
+        .map(|&i| (*events[i].event).clone())
+        .collect();
+    vault.seal(&mut sealed).await?;
+    for (i, e) in pending.into_iter().zip(sealed) {
+        events[i].row = Some(EventRow::from(&e));
+    }
+    Ok(())
 }
 
 /// The sink handle. Cheap to share behind an `Arc`.
@@ -133,6 +179,7 @@ pub struct EventSink {
     shed: AtomicI64,
     room: tokio::sync::Notify,
     durability: Durability,
+    vault: Option<Arc<SubjectVault>>,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -159,6 +206,7 @@ impl EventSink {
             durability: config.durability,
             queue_max: config.queue_max.max(1) as i64,
             room_wait: config.room_wait,
+            vault: config.vault.clone(),
         });
         // The writer gets a thread of its own: on a busy runtime a task among
         // thousands of connections is polled too rarely to keep up, and the
@@ -252,14 +300,15 @@ impl EventSink {
     /// Records an event and waits until it is committed, whatever the mode
     /// (for admin changes, which must never go unrecorded).
     pub async fn record_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
-        self.commit(Encoded::new(event)).await
+        self.commit(Encoded::new(event, self.vault.as_deref()))
+            .await
     }
 
     /// Records a decision and waits until it is committed, whatever the
     /// mode. If the commit fails the caller refuses the request, so the event,
     /// stored later on retry, is rewritten to say the request was refused.
     pub async fn record_decision_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
-        let mut encoded = Encoded::new(event);
+        let mut encoded = Encoded::new(event, self.vault.as_deref());
         encoded.decision = true;
         self.commit(encoded).await
     }
@@ -281,7 +330,10 @@ impl EventSink {
     /// store accepts it. Never refused for lack of room: admission control
     /// (see [`EventSink::has_room`]) bounds the queue, not dropping events.
     pub fn record_queued(&self, event: SecurityEvent) -> Result<(), SinkError> {
-        self.enqueue(Message::Event(Encoded::new(event), None))
+        self.enqueue(Message::Event(
+            Encoded::new(event, self.vault.as_deref()),
+            None,
+        ))
     }
 
     fn enqueue(&self, message: Message) -> Result<(), SinkError> {
@@ -341,20 +393,27 @@ async fn write_loop(
     let mut acks = Vec::with_capacity(batch_max);
     let mut flushes = Vec::new();
     let mut appender: Option<citadel_store::EventAppender> = None;
+    let vault = weak.upgrade().and_then(|s| s.vault.clone());
     // The writer holds the sink only while it works on a batch, so dropping
     // the last handle closes the channel and ends the thread.
     while let Some(first) = rx.recv().await {
         let Some(sink) = weak.upgrade() else {
             // Every handle is gone: write what is still queued, then stop.
-            let mut rows = Vec::new();
+            let mut last = Vec::new();
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 if let Message::Event(e, _) = message {
-                    rows.push(e.row);
+                    last.push(e);
                 }
                 next = rx.try_recv().ok();
             }
-            if let Err(error) = store.append_rows(&rows).await {
+            let sealed = seal_pending(&mut last, vault.as_deref()).await;
+            let rows: Vec<EventRow> = last.into_iter().filter_map(|e| e.row).collect();
+            let written = match sealed {
+                Ok(()) => store.append_rows(&rows).await,
+                Err(e) => Err(citadel_store::StoreError::Corrupt(e.to_string())),
+            };
+            if let Err(error) = written {
                 tracing::error!(%error, lost = rows.len(), "could not write the last security events at shutdown");
             }
             return;
@@ -368,10 +427,18 @@ async fn write_loop(
         }
         let mut backoff = Duration::from_millis(50);
         loop {
-            let rows: Vec<&EventRow> = events.iter().map(|e: &Encoded| &e.row).collect();
-            let written = match appender.as_mut() {
-                Some(a) => a.append_rows(&rows).await,
-                None => match store.event_appender().await {
+            let written = match seal_pending(&mut events, vault.as_deref()).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(citadel_store::StoreError::Corrupt(e.to_string())),
+            };
+            let rows: Vec<&EventRow> = events
+                .iter()
+                .filter_map(|e: &Encoded| e.row.as_ref())
+                .collect();
+            let written = match (written, appender.as_mut()) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Some(a)) => a.append_rows(&rows).await,
+                (Ok(()), None) => match store.event_appender().await {
                     Ok(mut a) => {
                         let r = a.append_rows(&rows).await;
                         appender = Some(a);
@@ -403,7 +470,7 @@ async fn write_loop(
                     for (index, ack) in acks.drain(..) {
                         let _ = ack.send(Err(SinkError::Unavailable));
                         if events[index].decision {
-                            events[index].mark_refused();
+                            events[index].mark_refused(vault.as_deref());
                         }
                     }
                     tokio::time::sleep(backoff).await;
@@ -523,7 +590,7 @@ mod tests {
         // A request that passed the health check just before the failure
         // queues its event directly; it must hear back, not hang.
         let (ack, done) = oneshot::channel();
-        let mut second = Encoded::new(event(2));
+        let mut second = Encoded::new(event(2), None);
         second.decision = true;
         sink.enqueue(Message::Event(second, Some(ack))).unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(5), done).await;

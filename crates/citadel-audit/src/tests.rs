@@ -350,3 +350,106 @@ async fn appending_the_same_events_twice_never_adds_leaves_twice() {
     assert_eq!(store.log_size().await.unwrap(), 11);
     verify_store(store, &log.verifier(), |_| {}).await.unwrap();
 }
+
+fn person_event(name: &str, uid: &str, ip: &str) -> SecurityEvent {
+    SecurityEvent::builder(EventClass::ApiActivity, 1, "Create", Outcome::Success)
+        .actor_named(uid, name, "user")
+        .field("src_endpoint", serde_json::json!({"ip": ip, "port": 50123}))
+        .field(
+            "http_request",
+            serde_json::json!({"user_agent": "curl/8", "http_method": "POST"}),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn erasing_a_subject_shreds_their_fields_and_the_log_still_verifies() {
+    use crate::{EventSink, Opened, SinkConfig, SubjectVault};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
+        .await
+        .unwrap();
+    let root = [42u8; 64];
+    let vault = SubjectVault::new(store.clone(), &root).unwrap();
+    let sink = EventSink::start(
+        store.clone(),
+        SinkConfig {
+            vault: Some(vault.clone()),
+            ..Default::default()
+        },
+    );
+    let mut bus = sink.subscribe();
+    let alice = person_event("alice", "u-0001", "203.0.113.7");
+    let bob = person_event("bob", "u-0002", "198.51.100.9");
+    let system = SecurityEvent::builder(EventClass::ApiActivity, 99, "Other", Outcome::Success)
+        .actor_named("system", "citadel", "system")
+        .field("src_endpoint", serde_json::json!({"ip": "127.0.0.1"}))
+        .build();
+    let alice_again = person_event("alice", "u-0001", "203.0.113.7");
+    for e in [&alice, &bob, &system, &alice_again] {
+        sink.record_durable(e.clone()).await.unwrap();
+    }
+    // The bus (in memory, for detection) sees the event as it happened.
+    assert_eq!(
+        bus.recv().await.unwrap().body["actor"]["user"]["name"],
+        "alice"
+    );
+    // Stored: no name, address or agent of a person; the system's address stays.
+    let stored: Vec<String> = bodies(&store).await;
+    assert_eq!(stored.len(), 4);
+    for body in &stored[..2] {
+        for secret in [
+            "alice",
+            "bob",
+            "203.0.113.7",
+            "198.51.100.9",
+            "curl/8",
+            "50123",
+        ] {
+            assert!(!body.contains(secret), "{secret} stored in clear: {body}");
+        }
+        assert!(body.contains("sealed_subject"));
+    }
+    assert!(stored[2].contains("127.0.0.1") && !stored[2].contains("sealed_subject"));
+    // Reading opens them again.
+    let (events, _) = store.query_events(&Default::default()).await.unwrap();
+    let mut first = events[0].body.clone();
+    assert_eq!(vault.open(&mut first).await.unwrap(), Opened::Restored);
+    assert_eq!(first, alice.body, "opened exactly as recorded");
+    // A sealed blob moved to another event does not open there.
+    let mut moved = events[1].body.clone();
+    moved["unmapped"]["sealed_subject"] = events[0].body["unmapped"]["sealed_subject"].clone();
+    assert_eq!(vault.open(&mut moved).await.unwrap(), Opened::Erased);
+    assert!(!moved.to_string().contains("alice"));
+
+    let log = AuditLog::new(
+        store.clone(),
+        NoteSigner::from_seed("citadel.test/log", &[9; 32]).unwrap(),
+    );
+    log.checkpoint_now().await.unwrap();
+    // Erase alice: her fields are gone for every reader, bob's are not, and
+    // the log (and its old checkpoint) verifies as before.
+    assert!(vault.erase("u-0001").await.unwrap());
+    let fresh_reader = SubjectVault::new(store.clone(), &root).unwrap();
+    for reader in [&vault, &fresh_reader] {
+        let mut a = events[3].body.clone();
+        assert_eq!(reader.open(&mut a).await.unwrap(), Opened::Erased);
+        assert!(!a.to_string().contains("alice"));
+        let mut b = events[1].body.clone();
+        assert_eq!(reader.open(&mut b).await.unwrap(), Opened::Restored);
+        assert_eq!(b["actor"]["user"]["name"], "bob");
+    }
+    sink.record_durable(person_event("alice", "u-0001", "203.0.113.7"))
+        .await
+        .unwrap();
+    log.checkpoint_now().await.unwrap();
+    let report = verify_store(&store, &log.verifier(), |_| {}).await.unwrap();
+    assert_eq!((report.entries, report.checkpoints), (5, 2));
+    // An event after the erasure gets a new key: readable, the old ones not.
+    let (events, _) = store.query_events(&Default::default()).await.unwrap();
+    let mut after = events[4].body.clone();
+    assert_eq!(
+        fresh_reader.open(&mut after).await.unwrap(),
+        Opened::Restored
+    );
+}

@@ -2,17 +2,23 @@
 //! certificate authority that issues the listeners' server certificates,
 //! and the rustls configurations built from them (TLS 1.3 only by default).
 //!
+//! It also holds envelope encryption (AES-256-GCM from ring): sealing keys,
+//! wrapping data keys under a key-encryption key, and the binding of each
+//! ciphertext to its record.
+//!
 //! Non-features: no cryptographic primitive is implemented here; signing,
-//! hashing and TLS come from rcgen, ring and rustls. Envelope encryption and
-//! key rotation arrive with the data-protection work.
+//! hashing, AEAD and TLS come from rcgen, ring and rustls. Key rotation and
+//! external KMS arrive with the data-protection work.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ca;
+mod envelope;
 mod secret_file;
 mod tls;
 
 pub use ca::{InternalCa, IssuedCert};
+pub use envelope::{SealError, SealingKey, KEY_LEN};
 pub use secret_file::{load_or_create_secret, read_private_file, write_private_file};
 pub use tls::{
     client_config, server_config, server_config_requiring_client_cert, ClientTlsOptions,

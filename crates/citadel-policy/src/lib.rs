@@ -50,6 +50,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "policies.validate",
     "policies.reload",
     "audit.checkpoint",
+    "users.erase",
 ];
 
 #[cfg(test)]

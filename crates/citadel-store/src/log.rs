@@ -243,6 +243,59 @@ impl Store {
             .collect()
     }
 
+    /// The wrapped keys of these subjects: `Some(None)` for a shredded key,
+    /// absent for a subject without one.
+    pub async fn subject_keys(
+        &self,
+        refs: &[String],
+    ) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in refs.chunks(256) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT subject_ref, wrapped FROM subject_keys WHERE subject_ref IN ({})",
+                marks.join(",")
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q.bind(r.as_str());
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                found.insert(row.try_get("subject_ref")?, row.try_get("wrapped")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Stores a subject's wrapped key unless it has one (another writer's
+    /// wins; the caller reads back which).
+    pub async fn insert_subject_key(&self, subject_ref: &str, wrapped: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO subject_keys (subject_ref, wrapped, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (subject_ref) DO NOTHING",
+        )
+        .bind(subject_ref)
+        .bind(wrapped.to_vec())
+        .bind(citadel_core::clock::now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Destroys a subject's key (crypto-shredding). Returns whether there
+    /// was one to destroy. A later event about the subject gets a new key.
+    pub async fn shred_subject_key(&self, subject_ref: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE subject_keys SET wrapped = NULL, shredded_at = $1, subject_ref = subject_ref || ':shredded:' || $1 \
+             WHERE subject_ref = $2 AND wrapped IS NOT NULL",
+        )
+        .bind(citadel_core::clock::now_ms())
+        .bind(subject_ref)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The next log index exporter `name` has to deliver (0 if new).
     pub async fn export_cursor(&self, name: &str) -> Result<u64> {
         let next: Option<i64> =

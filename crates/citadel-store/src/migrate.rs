@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_export_cursors.sql"),
         postgres: include_str!("../migrations/postgres/0003_export_cursors.sql"),
     },
+    Migration {
+        version: 4,
+        description: "per-subject keys",
+        sqlite: include_str!("../migrations/sqlite/0004_subject_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0004_subject_keys.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

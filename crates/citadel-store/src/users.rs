@@ -84,6 +84,35 @@ impl Store {
         user_from_row(&row)
     }
 
+    /// Erases what names a user: the account is disabled, renamed to
+    /// `erased-<id prefix>`, and its API keys are revoked. The id stays, so
+    /// pseudonymous references in the audit log still line up.
+    pub async fn erase_user(&self, name_or_id: &str, at: i64) -> Result<UserRecord> {
+        let user = self.find_user(name_or_id).await?;
+        let name = format!("erased-{}", &user.id[..user.id.len().min(8)]);
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET disabled = 1, name = $1 WHERE id = $2")
+            .bind(&name)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1, owner_name = $2 WHERE owner_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(&name)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(UserRecord {
+            name,
+            disabled: true,
+            ..user
+        })
+    }
+
     /// Disables or re-enables a user.
     pub async fn set_user_disabled(&self, name_or_id: &str, disabled: bool) -> Result<UserRecord> {
         let user = self.find_user(name_or_id).await?;

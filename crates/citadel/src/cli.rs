@@ -161,6 +161,17 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Erase a person (right to erasure): disable and rename the account,
+    /// revoke its keys and destroy its subject key, so the fields that
+    /// named them in recorded events become unreadable. The audit log still
+    /// verifies. Cannot be undone.
+    Erase {
+        /// Name or id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `citadel role …`.
@@ -328,7 +339,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::User(cmd) => {
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
-            run_user(&store, cmd).await
+            run_user(&store, &data, cmd).await
         }
         Command::Role(cmd) => {
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
@@ -336,7 +347,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Events(cmd) => {
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
-            run_events(&store, cmd).await
+            run_events(&store, &data, cmd).await
         }
         Command::Audit(cmd) => {
             crate::audit_cli::run(&data, &config, cli.database.as_deref(), cmd).await
@@ -464,14 +475,14 @@ async fn record_event_and_print(
     }
 }
 
-async fn run_user(store: &Store, cmd: UserCommand) -> Result<()> {
+async fn run_user(store: &Store, data: &DataDir, cmd: UserCommand) -> Result<()> {
     match cmd {
         UserCommand::Create { name, roles, json } => {
             let user = citadel_identity::create_user(store, &name, roles).await?;
             record_event_and_print(
                 store,
                 "users.create",
-                serde_json::json!({"type": "User", "uid": user.id, "name": user.name}),
+                serde_json::json!({"type": "User", "uid": user.id}),
                 &user,
                 json,
                 &format!("created user {} ({})", user.name, user.id),
@@ -503,10 +514,27 @@ async fn run_user(store: &Store, cmd: UserCommand) -> Result<()> {
             record_event_and_print(
                 store,
                 "users.disable",
-                serde_json::json!({"type": "User", "uid": user.id, "name": user.name}),
+                serde_json::json!({"type": "User", "uid": user.id}),
                 &user,
                 json,
                 &format!("disabled user {}", user.name),
+            )
+            .await
+        }
+        UserCommand::Erase { name, json } => {
+            let vault = data.subject_vault(store)?;
+            let user = store.erase_user(&name, clock::now_ms()).await?;
+            let shredded = vault
+                .erase(&user.id)
+                .await
+                .context("the account was erased but its subject key could not be destroyed; run the command again")?;
+            record_event_and_print(
+                store,
+                "users.erase",
+                serde_json::json!({"type": "User", "uid": user.id}),
+                &serde_json::json!({"user": user, "subject_key_destroyed": shredded}),
+                json,
+                &format!("erased user {} (now {})", name, user.name),
             )
             .await
         }
@@ -553,7 +581,8 @@ async fn run_role(store: &Store, cmd: RoleCommand) -> Result<()> {
     }
 }
 
-async fn run_events(store: &Store, cmd: EventsCommand) -> Result<()> {
+async fn run_events(store: &Store, data: &DataDir, cmd: EventsCommand) -> Result<()> {
+    let vault = data.subject_vault(store)?;
     let EventsCommand::List {
         since,
         until,
@@ -583,7 +612,10 @@ async fn run_events(store: &Store, cmd: EventsCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     while left > 0 {
         query.limit = Some(left.min(1000) as i64);
-        let (events, cursor) = store.query_events(&query).await?;
+        let (mut events, cursor) = store.query_events(&query).await?;
+        for e in &mut events {
+            vault.open(&mut e.body).await?;
+        }
         for e in &events {
             if json {
                 writeln!(out, "{}", e.to_json_line())?;

@@ -69,6 +69,20 @@ impl DataDir {
             .context("API key hashing key")
     }
 
+    /// The root secret of the subject vault (`keys/subject-root.key`: a
+    /// key-encryption key and a reference key). Replicas must share it.
+    pub fn subject_vault(
+        &self,
+        store: &Store,
+    ) -> Result<std::sync::Arc<citadel_audit::SubjectVault>> {
+        let root = citadel_crypto::load_or_create_secret(
+            &self.root.join("keys").join("subject-root.key"),
+            64,
+        )
+        .context("subject key root")?;
+        citadel_audit::SubjectVault::new(store.clone(), &root).context("subject key root")
+    }
+
     /// The audit log's signing key (`keys/audit-log.key`, created on first
     /// use with the configured origin as its name). The origin is part of
     /// every checkpoint, so a config that names another origin than the

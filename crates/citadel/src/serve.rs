@@ -248,10 +248,12 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             citadel_audit::Durability::Async
         }
     };
+    let vault = data.subject_vault(&store)?;
     let sink = EventSink::start(
         store.clone(),
         SinkConfig {
             durability,
+            vault: Some(vault.clone()),
             ..Default::default()
         },
     );
@@ -336,6 +338,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         gateway: gateway.clone(),
         metrics,
         log: log.clone(),
+        vault,
     });
     let listeners = vec![
         tokio::spawn(server::serve(

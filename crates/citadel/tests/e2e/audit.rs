@@ -141,7 +141,8 @@ async fn the_read_api_serves_a_verifiable_log_and_refuses_bad_addresses() {
     for e in listed {
         let index = e["log_index"].as_u64().unwrap();
         let entry = e["entry"].as_str().unwrap();
-        assert_eq!(serde_json::from_str::<Value>(entry).unwrap(), e["event"]);
+        let stored: Value = serde_json::from_str(entry).unwrap();
+        assert_eq!(stored["metadata"]["uid"], e["event"]["metadata"]["uid"]);
         let proof = &e["inclusion_proof"];
         merkle::verify_inclusion(
             index,
@@ -263,9 +264,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `citadel serve --demo` with a known admin port; returns the
-/// child and the gateway URL, demo key and CA path from its curl line.
-async fn serve(data: &std::path::Path, admin_port: u16) -> (Child, String, String, String) {
+/// Starts `citadel serve --demo` with a known admin port (one that is
+/// free, retried if another test took it meanwhile); returns the child,
+/// the admin port, and the gateway URL, demo key and CA path from its curl line.
+async fn serve_with_admin_port(data: &std::path::Path) -> (Child, u16, String, String, String) {
+    for _ in 0..5 {
+        let port = free_port();
+        if let Ok((child, url, key, ca)) = try_serve(data, &format!("127.0.0.1:{port}")).await {
+            return (child, port, url, key, ca);
+        }
+    }
+    panic!("citadel serve did not start on any of 5 free ports");
+}
+
+/// Starts `citadel serve --demo` with the admin listener on any port.
+async fn serve(data: &std::path::Path) -> (Child, String, String, String) {
+    try_serve(data, "127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn try_serve(
+    data: &std::path::Path,
+    admin: &str,
+) -> Result<(Child, String, String, String), String> {
     let mut child = citadel(data)
         .args([
             "--log",
@@ -276,9 +298,9 @@ async fn serve(data: &std::path::Path, admin_port: u16) -> (Child, String, Strin
             "127.0.0.1:0",
             "--admin-listen",
         ])
-        .arg(format!("127.0.0.1:{admin_port}"))
+        .arg(admin)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -289,8 +311,16 @@ async fn serve(data: &std::path::Path, admin_port: u16) -> (Child, String, Strin
             .find(|l| l.starts_with("curl "))
     })
     .await
-    .unwrap()
-    .expect("serve --demo prints a curl line");
+    .unwrap();
+    let Some(line) = line else {
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let _ = child.wait();
+        return Err(format!("serve --demo printed no curl line: {err}"));
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let word_after = |marker: &str| {
         line.split(marker)
             .nth(1)
@@ -305,7 +335,7 @@ async fn serve(data: &std::path::Path, admin_port: u16) -> (Child, String, Strin
         .find(|w| w.starts_with("https://"))
         .unwrap()
         .to_owned();
-    (child, url, word_after("Bearer "), word_after("--cacert "))
+    Ok((child, url, word_after("Bearer "), word_after("--cacert ")))
 }
 
 fn json_of(out: &str) -> Value {
@@ -316,8 +346,7 @@ fn json_of(out: &str) -> Value {
 async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let admin_port = free_port();
-    let (mut child, url, demo_key, ca) = serve(data, admin_port).await;
+    let (mut child, admin_port, url, demo_key, ca) = serve_with_admin_port(data).await;
     let client = client_trusting(&std::fs::read(&ca).unwrap());
     let chat = |n: usize| {
         let (client, url, key) = (client.clone(), url.clone(), demo_key.clone());
@@ -510,7 +539,7 @@ async fn sigkill_during_sustained_appends_never_loses_an_acknowledged_event() {
         seed % below
     };
     for _ in 0..rounds {
-        let (mut child, url, key, ca) = serve(data, free_port()).await;
+        let (mut child, url, key, ca) = serve(data).await;
         let client = client_trusting(&std::fs::read(&ca).unwrap());
         let stop = Instant::now() + Duration::from_millis(50 + random(250));
         let workers: Vec<_> = (0..8)
@@ -624,5 +653,94 @@ async fn a_configured_file_exporter_receives_the_gateway_events() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn erasing_a_person_through_the_admin_api_shreds_their_fields_and_the_log_still_verifies() {
+    let upstream = Upstream::default().start().await;
+    let c = Citadel::start(&upstream_config(upstream)).await;
+    let r = c
+        .admin_post(
+            "/api/v1/users",
+            json!({"name": "alice", "roles": ["developer"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, key) = c.key("developer", json!({"user": "alice"})).await;
+    let r = c.chat(&key, json!({"model": "m1", "messages": []})).await;
+    assert_eq!(r.status(), 200);
+    let id = crate::support::request_id(&r);
+    c.flush().await;
+    // Stored sealed; read back opened.
+    let stored = c.running().store.read_log_entries(0, 10_000).await.unwrap();
+    let ours: Vec<_> = stored.iter().filter(|e| e.body.contains(&id)).collect();
+    assert!(!ours.is_empty());
+    for e in &ours {
+        assert!(
+            !e.body.contains("alice") && !e.body.contains("127.0.0.1"),
+            "{}",
+            e.body
+        );
+    }
+    let read = |c: &Citadel| {
+        let (client, url, key) = (c.client.clone(), c.admin.clone(), c.admin_key.clone());
+        let id = id.clone();
+        async move {
+            let v: Value = client
+                .get(format!("{url}/api/v1/events?limit=1000"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e.to_string().contains(&id))
+                .cloned()
+                .collect::<Vec<Value>>()
+        }
+    };
+    let before = read(&c).await;
+    assert!(
+        before.iter().any(|e| e["actor"]["user"]["name"] == "alice"),
+        "{before:?}"
+    );
+    c.admin_post("/api/v1/audit/checkpoint", Value::Null).await;
+
+    let r = c.admin_post("/api/v1/users/alice/erase", Value::Null).await;
+    assert_eq!(r.status(), 200);
+    let erased: Value = r.json().await.unwrap();
+    assert_eq!(erased["subject_key_destroyed"], true);
+    assert!(erased["user"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("erased-"));
+    let after = read(&c).await;
+    assert_eq!(after.len(), before.len());
+    for e in &after {
+        assert!(!e.to_string().contains("alice"), "{e}");
+        assert_eq!(e["unmapped"]["sealed_subject"]["erased"], true, "{e}");
+    }
+    // Her key no longer works; the log, old checkpoint included, verifies.
+    assert_eq!(c.chat(&key, json!({"model": "m1"})).await.status(), 401);
+    c.flush().await;
+    c.running().log.checkpoint_now().await.unwrap();
+    let report =
+        citadel_audit::verify_store(&c.running().store, &c.running().log.verifier(), |_| {})
+            .await
+            .unwrap();
+    assert!(report.checkpoints >= 2);
+    // Erasing someone who does not exist: 404, nothing changes.
+    let (status, code, _) = code_of(
+        c.admin_post("/api/v1/users/nobody/erase", Value::Null)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
     c.stop().await;
 }
