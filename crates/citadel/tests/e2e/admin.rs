@@ -305,6 +305,14 @@ async fn openapi_describes_every_route_and_metrics_count_requests() {
         ("/api/v1/policies/validate", "post"),
         ("/api/v1/policies/reload", "post"),
         ("/api/v1/events", "get"),
+        ("/api/v1/users/{name}/erase", "post"),
+        ("/api/v1/audit/checkpoint", "get"),
+        ("/api/v1/audit/checkpoint", "post"),
+        ("/api/v1/audit/proof/inclusion", "get"),
+        ("/api/v1/audit/proof/consistency", "get"),
+        ("/audit/log/checkpoint", "get"),
+        ("/audit/log/tile/{level}/{index}", "get"),
+        ("/audit/log/tile/entries/{index}", "get"),
         ("/metrics", "get"),
         ("/healthz", "get"),
         ("/openapi.json", "get"),
@@ -313,7 +321,11 @@ async fn openapi_describes_every_route_and_metrics_count_requests() {
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} missing from OpenAPI"
         );
-        let real_path = path.replace("{name}", "nobody").replace("{id}", "nokey");
+        let real_path = path
+            .replace("{name}", "nobody")
+            .replace("{id}", "nokey")
+            .replace("{level}", "0")
+            .replace("{index}", "000");
         let r = c
             .client
             .request(
