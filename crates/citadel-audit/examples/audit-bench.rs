@@ -132,7 +132,7 @@ async fn build_tiles(store: &Store, size: u64) {
     }
     for (l, bytes) in filling.into_iter().enumerate() {
         if !bytes.is_empty() {
-            let n = (size >> (8 * (l as u32 + 1))) as u64;
+            let n = size >> (8 * (l as u32 + 1));
             full.push((l as u8, n, bytes));
         }
     }
