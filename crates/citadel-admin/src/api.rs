@@ -663,18 +663,21 @@ async fn opened(state: &AdminState, mut body: Value) -> Result<Value, AdminError
 async fn events_with_proofs(state: &AdminState, query: &EventQuery) -> ApiResult {
     let checkpoint = state.log.latest_checkpoint().await?;
     let (found, cursor) = state.store.query_log_events(query).await?;
+    let proved: Vec<u64> = found
+        .iter()
+        .map(|e| e.log_index)
+        .filter(|&i| i < checkpoint.size)
+        .collect();
+    let mut proofs: HashMap<u64, citadel_audit::InclusionProof> = state
+        .log
+        .inclusion_proofs(&proved, checkpoint.size)
+        .await?
+        .into_iter()
+        .map(|p| (p.index, p))
+        .collect();
     let mut events = Vec::with_capacity(found.len());
     for e in found {
-        let proof = if e.log_index < checkpoint.size {
-            Some(
-                state
-                    .log
-                    .inclusion_proof(e.log_index, checkpoint.size)
-                    .await?,
-            )
-        } else {
-            None
-        };
+        let proof = proofs.remove(&e.log_index);
         events.push(json!({
             "log_index": e.log_index,
             "entry": e.entry,

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use citadel_core::merkle::{self, FromTiles, Hash, ProofError, TileReader, TILE_WIDTH};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use citadel_core::merkle::{self, Hash, ProofError, TILE_HEIGHT, TILE_WIDTH};
 use citadel_store::{Store, StoreError, StoredCheckpoint};
 use parking_lot::Mutex;
 
@@ -35,17 +37,19 @@ pub enum LogError {
 }
 
 /// Tiles by `(level, index)`.
-type TileMap = HashMap<(u8, u64), Arc<[Hash]>>;
+type TileMap = HashMap<(u8, u64), Arc<TileTree>>;
 
-/// Most full tiles kept in memory (8 KiB each).
-const TILE_CACHE_MAX: usize = 8192;
+/// Most tiles kept in memory (16 KiB each with their inner nodes).
+const TILE_CACHE_MAX: usize = 4096;
 
 /// The audit log of one deployment.
 pub struct AuditLog {
     store: Store,
     signer: NoteSigner,
     /// Full tiles never change, so they are cached.
-    full_tiles: Mutex<TileMap>,
+    tiles: TileCache,
+    /// A size the log is known to have reached (it only grows).
+    known_size: AtomicU64,
     /// Serializes checkpoint making within this process.
     checkpointing: tokio::sync::Mutex<()>,
 }
@@ -91,7 +95,8 @@ impl AuditLog {
         Arc::new(Self {
             store,
             signer,
-            full_tiles: Mutex::new(HashMap::new()),
+            tiles: TileCache::new(),
+            known_size: AtomicU64::new(0),
             checkpointing: tokio::sync::Mutex::new(()),
         })
     }
@@ -210,48 +215,80 @@ impl AuditLog {
     async fn with_tiles<T>(
         &self,
         size: u64,
-        compute: impl Fn(&FromTiles<'_, TileView<'_>>) -> Result<T, ProofError>,
+        compute: impl Fn(&TileView<'_>) -> Result<T, ProofError>,
     ) -> Result<T, LogError> {
-        let mut partial = TileMap::new();
-        loop {
-            let view = TileView {
-                full: &self.full_tiles,
-                partial: &partial,
-                size,
-            };
-            match compute(&FromTiles(&view)) {
-                Ok(v) => return Ok(v),
-                Err(ProofError::MissingTile { level, n }) => {
-                    let width = merkle::tile_width(level, n, size);
-                    let hashes = self
-                        .store
-                        .read_log_tile(level, n)
-                        .await?
-                        .filter(|h| h.len() as u64 >= width && width > 0)
-                        .ok_or_else(|| {
-                            LogError::Corrupt(format!(
-                                "tile {level}/{n} is missing; run `citadel audit verify`"
-                            ))
-                        })?;
-                    let hashes: Arc<[Hash]> = hashes[..width as usize].into();
-                    if width == TILE_WIDTH {
-                        let mut cache = self.full_tiles.lock();
-                        if cache.len() >= TILE_CACHE_MAX {
-                            cache.clear();
-                        }
-                        cache.insert((level, n), hashes);
-                    } else {
-                        partial.insert((level, n), hashes);
-                    }
-                }
-                Err(ProofError::OutOfRange(why)) => return Err(LogError::OutOfRange(why)),
-                Err(e) => return Err(LogError::Corrupt(e.to_string())),
-            }
-        }
+        let mut results = self
+            .with_tiles_many(size, 1, |_, view| compute(view))
+            .await?;
+        Ok(results.pop().expect("one result"))
     }
 
+    /// Runs `compute(i, tiles)` for `i` in `0..count`, fetching the tiles
+    /// all of them are missing in one query per round (a batch of proofs
+    /// costs a few queries, not one per proof).
+    async fn with_tiles_many<T>(
+        &self,
+        size: u64,
+        count: usize,
+        compute: impl Fn(usize, &TileView<'_>) -> Result<T, ProofError>,
+    ) -> Result<Vec<T>, LogError> {
+        let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..count).collect();
+        // Every tile fetched for this call stays at hand until it ends,
+        // whatever the shared cache evicts meanwhile.
+        let mut fetched_here = TileMap::new();
+        for _round in 0..16 {
+            let mut missing = std::collections::BTreeSet::new();
+            let mut still = Vec::new();
+            {
+                let view = TileView {
+                    cache: &self.tiles,
+                    local: &fetched_here,
+                    size,
+                };
+                for i in pending {
+                    match compute(i, &view) {
+                        Ok(v) => results[i] = Some(v),
+                        Err(ProofError::MissingTile { level, n }) => {
+                            missing.insert((level, n));
+                            still.push(i);
+                        }
+                        Err(ProofError::OutOfRange(why)) => return Err(LogError::OutOfRange(why)),
+                        Err(e) => return Err(LogError::Corrupt(e.to_string())),
+                    }
+                }
+            }
+            if still.is_empty() {
+                return Ok(results.into_iter().map(|r| r.expect("computed")).collect());
+            }
+            let wanted: Vec<(u8, u64)> = missing.into_iter().collect();
+            let mut fetched = self.store.read_log_tiles(&wanted).await?;
+            for (level, n) in wanted {
+                let width = merkle::tile_width(level, n, size);
+                let hashes = fetched
+                    .remove(&(level, n))
+                    .filter(|h| width > 0 && h.len() as u64 >= width)
+                    .ok_or_else(|| {
+                        LogError::Corrupt(format!(
+                            "tile {level}/{n} is missing; run `citadel audit verify`"
+                        ))
+                    })?;
+                let tree = Arc::new(TileTree::new(&hashes));
+                self.tiles.insert((level, n), tree.clone());
+                fetched_here.insert((level, n), tree);
+            }
+            pending = still;
+        }
+        Err(LogError::Corrupt("tiles keep going missing".into()))
+    }
+
+    /// Errors unless the log has at least `size` leaves.
     async fn check_size(&self, size: u64) -> Result<(), LogError> {
+        if size <= self.known_size.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let now = self.store.log_size().await?;
+        self.known_size.fetch_max(now, Ordering::Relaxed);
         if size > now {
             return Err(LogError::OutOfRange(format!(
                 "tree size {size} is beyond the log (size {now})"
@@ -269,27 +306,34 @@ impl AuditLog {
 
     /// The inclusion proof of entry `index` in the tree of `size` leaves.
     pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, LogError> {
+        let mut proofs = self.inclusion_proofs(&[index], size).await?;
+        Ok(proofs.pop().expect("one proof"))
+    }
+
+    /// Inclusion proofs of several entries in the tree of `size` leaves,
+    /// with the tiles they need read in a few queries.
+    pub async fn inclusion_proofs(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<InclusionProof>, LogError> {
         self.check_size(size).await?;
-        if index >= size {
+        if let Some(index) = indexes.iter().find(|&&i| i >= size) {
             return Err(LogError::OutOfRange(format!(
                 "entry {index} is not in the tree of size {size}"
             )));
         }
-        let (leaf_hash, proof) = self
-            .with_tiles(size, |tiles| {
-                use merkle::HashSource;
-                Ok((
-                    tiles.subtree(0, index)?,
-                    merkle::inclusion_proof(tiles, index, size)?,
-                ))
+        self.with_tiles_many(size, indexes.len(), |i, tiles| {
+            use merkle::HashSource;
+            let index = indexes[i];
+            Ok(InclusionProof {
+                index,
+                tree_size: size,
+                leaf_hash: tiles.subtree(0, index)?,
+                proof: merkle::inclusion_proof(tiles, index, size)?,
             })
-            .await?;
-        Ok(InclusionProof {
-            index,
-            tree_size: size,
-            leaf_hash,
-            proof,
         })
+        .await
     }
 
     /// The consistency proof between the trees of `from` and `to` leaves.
@@ -311,21 +355,97 @@ impl AuditLog {
     }
 }
 
+/// A tile with the roots of its complete subtrees precomputed:
+/// `levels[r][j]` is the root of hashes `j·2^r .. (j+1)·2^r`, so a proof
+/// reads hashes instead of recomputing up to 255 of them per tile.
+#[derive(Debug)]
+struct TileTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl TileTree {
+    fn new(hashes: &[Hash]) -> Self {
+        let mut levels = vec![hashes.to_vec()];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let next: Vec<Hash> = levels
+                .last()
+                .expect("a level")
+                .chunks_exact(2)
+                .map(|p| merkle::node_hash(&p[0], &p[1]))
+                .collect();
+            levels.push(next);
+        }
+        Self { levels }
+    }
+
+    fn width(&self) -> usize {
+        self.levels[0].len()
+    }
+}
+
+/// Tiles only grow (a narrower version is a prefix of a wider one), so the
+/// widest version seen of each is kept, up to a bound.
+struct TileCache {
+    trees: Mutex<HashMap<(u8, u64), Arc<TileTree>>>,
+}
+
+impl TileCache {
+    fn new() -> Self {
+        Self {
+            trees: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &(u8, u64)) -> Option<Arc<TileTree>> {
+        self.trees.lock().get(key).cloned()
+    }
+
+    fn insert(&self, key: (u8, u64), tree: Arc<TileTree>) {
+        let mut trees = self.trees.lock();
+        if trees.get(&key).is_some_and(|t| t.width() >= tree.width()) {
+            return;
+        }
+        if trees.len() >= TILE_CACHE_MAX {
+            // Evict an arbitrary tile: cheap, and fair enough for access
+            // patterns that are either sequential or uniformly random.
+            if let Some(victim) = trees.keys().next().copied() {
+                trees.remove(&victim);
+            }
+        }
+        trees.insert(key, tree);
+    }
+}
+
+/// The tiles of one tree size, as a [`merkle::HashSource`].
 struct TileView<'a> {
-    full: &'a Mutex<TileMap>,
-    partial: &'a TileMap,
+    cache: &'a TileCache,
+    local: &'a TileMap,
     size: u64,
 }
 
-impl TileReader for TileView<'_> {
-    fn read_tile(&self, level: u8, n: u64) -> Result<Arc<[Hash]>, ProofError> {
-        let width = merkle::tile_width(level, n, self.size);
-        let found = if width == TILE_WIDTH {
-            self.full.lock().get(&(level, n)).cloned()
-        } else {
-            self.partial.get(&(level, n)).cloned()
+impl merkle::HashSource for TileView<'_> {
+    fn subtree(&self, level: u8, index: u64) -> Result<Hash, ProofError> {
+        let (tile_level, r) = (level / TILE_HEIGHT, level % TILE_HEIGHT);
+        let first = index << r;
+        let n = first / TILE_WIDTH;
+        let width = merkle::tile_width(tile_level, n, self.size) as usize;
+        let missing = ProofError::MissingTile {
+            level: tile_level,
+            n,
         };
-        found.ok_or(ProofError::MissingTile { level, n })
+        let tree = self
+            .local
+            .get(&(tile_level, n))
+            .cloned()
+            .or_else(|| self.cache.get(&(tile_level, n)))
+            .filter(|t| t.width() >= width)
+            .ok_or(missing.clone())?;
+        let position = ((first % TILE_WIDTH) >> r) as usize;
+        tree.levels
+            .get(usize::from(r))
+            .and_then(|l| l.get(position))
+            .copied()
+            .ok_or(missing)
     }
 }
 

@@ -232,11 +232,23 @@ pub async fn verify_store(
         Ok(())
     };
     check_checkpoints(&rebuild, &mut pending, &mut last_good)?;
-    let batch = 8192u64;
+    let batch = 16_384u64;
     let mut next = 0u64;
+    // The next batch is read while this one is hashed (two cores: the
+    // store's decoding and SHA-256 overlap).
+    let read = |from: u64| {
+        let store = store.clone();
+        tokio::spawn(async move { store.read_log_entries(from, batch).await })
+    };
+    let mut reading = read(0);
     loop {
-        let entries = store.read_log_entries(next, batch).await.map_err(db)?;
+        let entries = reading
+            .await
+            .map_err(|e| VerifyFailure::general(format!("reader failed: {e}")))?
+            .map_err(db)?;
         let got = entries.len() as u64;
+        let expected_next = entries.last().map_or(next, |e| e.index + 1);
+        reading = read(expected_next);
         for entry in &entries {
             if entry.index != next {
                 return Err(VerifyFailure::at(next, format!("entry {next} is missing")));
@@ -249,9 +261,17 @@ pub async fn verify_store(
                 return Err(rebuild.first_tile_problem(store).await.unwrap_or(failure));
             }
         }
-        for (level, n, want) in std::mem::take(&mut rebuild.done) {
-            let stored = store.read_log_tile(level, n).await.map_err(db)?;
-            compare_tile(level, n, &want, stored.as_deref(), true)?;
+        let done = std::mem::take(&mut rebuild.done);
+        let keys: Vec<(u8, u64)> = done.iter().map(|(l, n, _)| (*l, *n)).collect();
+        let stored = store.read_log_tiles(&keys).await.map_err(db)?;
+        for (level, n, want) in done {
+            compare_tile(
+                level,
+                n,
+                &want,
+                stored.get(&(level, n)).map(Vec::as_slice),
+                true,
+            )?;
             report.tiles += 1;
         }
         progress(next);
@@ -259,6 +279,7 @@ pub async fn verify_store(
             break;
         }
     }
+    reading.abort();
     // An entry stored beyond the last one read (a hole before it).
     if let Some(beyond) = store.next_log_index(next).await.map_err(db)? {
         return Err(VerifyFailure::at(

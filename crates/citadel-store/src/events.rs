@@ -96,8 +96,15 @@ impl Store {
     /// another one wrote behind has to re-read the pages it caches), and
     /// keeps the right edge of the log in memory between batches.
     pub async fn event_appender(&self) -> Result<EventAppender> {
+        let mut conn = self.pool().acquire().await?;
+        if self.backend() == Backend::Sqlite {
+            // The writer touches the right edge of five indexes and the
+            // tiles on every batch; a larger page cache keeps them in memory
+            // (measured with bench/audit: +15% appends).
+            sqlx::Executor::execute(&mut *conn, "PRAGMA cache_size = -65536").await?;
+        }
         Ok(EventAppender {
-            conn: self.pool().acquire().await?,
+            conn,
             backend: self.backend(),
             edge: None,
             // A new appender does not know what was tried before it (a

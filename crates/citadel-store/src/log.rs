@@ -222,6 +222,43 @@ impl Store {
         read_tile_on(&mut conn, level, n).await
     }
 
+    /// Several tiles at once (those that exist).
+    pub async fn read_log_tiles(
+        &self,
+        keys: &[(u8, u64)],
+    ) -> Result<std::collections::HashMap<(u8, u64), Vec<Hash>>> {
+        let mut found = std::collections::HashMap::new();
+        let mut by_level: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
+        for (level, n) in keys {
+            by_level.entry(*level).or_default().push(*n);
+        }
+        for (level, ns) in by_level {
+            for chunk in ns.chunks(500) {
+                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT idx, hashes FROM log_tiles WHERE level = $1 AND idx IN ({})",
+                    marks.join(",")
+                );
+                let mut q = sqlx::query(&sql).bind(i64::from(level));
+                for n in chunk {
+                    q = q.bind(*n as i64);
+                }
+                for row in q.fetch_all(self.pool()).await? {
+                    let n: i64 = row.try_get("idx")?;
+                    let bytes: Vec<u8> = row.try_get("hashes")?;
+                    let hashes = merkle::tile_hashes(&bytes).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "log tile {level}/{n} has {} bytes",
+                            bytes.len()
+                        ))
+                    })?;
+                    found.insert((level, n as u64), hashes);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Entries `[from, from + count)` in index order (fewer if the log is shorter).
     pub async fn read_log_entries(&self, from: u64, count: u64) -> Result<Vec<LogEntry>> {
         let rows = sqlx::query(

@@ -317,8 +317,9 @@ async fn export(
         if entries.is_empty() {
             bail!("entries from {next} are missing; run `citadel audit verify`");
         }
-        for e in entries {
-            let proof = log.inclusion_proof(e.index, checkpoint.size).await?;
+        let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+        let proofs = log.inclusion_proofs(&indexes, checkpoint.size).await?;
+        for (e, proof) in entries.into_iter().zip(proofs) {
             let line = serde_json::json!({
                 "index": e.index,
                 "entry": e.body,
