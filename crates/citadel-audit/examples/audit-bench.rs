@@ -7,7 +7,7 @@
 //!  3. offline verification of a log of VERIFY_LOG_SIZE entries;
 //!  4. raw SHA-256 over the same entries, the machine's physical reference.
 //!
-//! Settings (environment): APPEND_SECONDS (10), APPEND_TASKS (512),
+//! Settings (environment): APPEND_SECONDS (10), APPEND_TASKS (2048),
 //! PROOF_LOG_SIZE (10000000), PROOF_SECONDS (10), VERIFY_LOG_SIZE (1000000).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,14 +53,16 @@ async fn open_store(dir: &std::path::Path, name: &str) -> Store {
 
 async fn appends(dir: &std::path::Path) -> f64 {
     let seconds = setting("APPEND_SECONDS", 10);
-    let tasks = setting("APPEND_TASKS", 512);
+    let tasks = setting("APPEND_TASKS", 2048);
     let store = open_store(dir, "appends.db").await;
+    if let Ok(sql) = std::env::var("EXPERIMENT_SQL") {
+        store.execute_raw_for_tests(&sql).await.unwrap();
+    }
     let sink = EventSink::start(
         store.clone(),
+        // The gateway's defaults (batches of up to 1,024 events).
         SinkConfig {
             durability: Durability::Durable,
-            queue_max: 1 << 16,
-            batch_max: 4096,
             ..Default::default()
         },
     );

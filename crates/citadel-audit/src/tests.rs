@@ -254,9 +254,10 @@ async fn every_kind_of_tampering_is_detected_at_the_right_index() {
     assert_eq!(f.index, Some(40), "{f}");
     // Insert an entry in the middle (renumbering those after it).
     let f = verify_after(
-        "UPDATE events SET log_index = -log_index - 1 WHERE log_index >= 500; \
-         UPDATE events SET log_index = -log_index WHERE log_index < 0; \
-         INSERT INTO events (id, time, class_uid, outcome, body, log_index) VALUES ('forged', 0, 3001, 'success', '{}', 500)",
+        "UPDATE events SET seq = -seq - 1, log_index = log_index + 1 WHERE log_index >= 500; \
+         UPDATE events SET seq = -seq WHERE seq < 0; \
+         INSERT INTO events (id, time, class_uid, outcome, body, log_index, seq) \
+         VALUES ('forged', 0, 3001, 'success', '{}', 500, 501)",
     )
     .await;
     assert_eq!(f.index, Some(500), "{f}");
@@ -452,4 +453,55 @@ async fn erasing_a_subject_shreds_their_fields_and_the_log_still_verifies() {
         fresh_reader.open(&mut after).await.unwrap(),
         Opened::Restored
     );
+}
+
+#[tokio::test]
+async fn a_store_whose_tree_does_not_cover_its_events_is_refused_loudly_not_repaired() {
+    // The last entry changed (what a torn or partial write would leave).
+    let (log, _dir, _) = log_with(300).await;
+    let store = log.store();
+    store
+        .execute_raw_for_tests("DROP TRIGGER events_no_update")
+        .await
+        .unwrap();
+    store
+        .execute_raw_for_tests("UPDATE events SET body = body || ' ' WHERE log_index = 299")
+        .await
+        .unwrap();
+    let err = store.check_log().await.unwrap_err().to_string();
+    assert!(err.contains("last entry (299)"), "{err}");
+    assert_eq!(
+        store.count_events().await.unwrap(),
+        300,
+        "nothing dropped or rewritten"
+    );
+    // A tree ahead of its entries (the last ones gone).
+    let (log, _dir, _) = log_with(300).await;
+    let store = log.store();
+    store
+        .execute_raw_for_tests("DROP TRIGGER events_no_delete")
+        .await
+        .unwrap();
+    store
+        .execute_raw_for_tests("DELETE FROM events WHERE log_index >= 290")
+        .await
+        .unwrap();
+    let err = store.check_log().await.unwrap_err().to_string();
+    assert!(err.contains("covers 300 entries but only 290"), "{err}");
+    // A missing tile at the right edge.
+    let (log, _dir, _) = log_with(300).await;
+    let store = log.store();
+    store
+        .execute_raw_for_tests("DROP TRIGGER log_tiles_no_delete")
+        .await
+        .unwrap();
+    store
+        .execute_raw_for_tests("DELETE FROM log_tiles WHERE level = 0 AND idx = 1")
+        .await
+        .unwrap();
+    let err = store.check_log().await.unwrap_err().to_string();
+    assert!(err.contains("tile 0/1 is missing"), "{err}");
+    // Appending to it fails too, rather than building on a broken edge.
+    assert!(store.append_events(&[event(1)]).await.is_err());
+    assert_eq!(store.log_size().await.unwrap(), 300);
 }

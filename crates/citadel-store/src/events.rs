@@ -199,9 +199,11 @@ async fn insert_rows(
 ) -> Result<()> {
     const COLUMNS: usize = 8;
     for (c, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
-        let mut sql = String::from(
-            "INSERT INTO events (id, time, class_uid, outcome, principal, request_id, body, log_index) VALUES ",
-        );
+        // In SQLite the row id is the log index plus one (see the schema).
+        let mut sql = String::from(match backend {
+            Backend::Sqlite => "INSERT INTO events (id, time, class_uid, outcome, principal, request_id, body, log_index, seq) VALUES ",
+            Backend::Postgres => "INSERT INTO events (id, time, class_uid, outcome, principal, request_id, body, log_index) VALUES ",
+        });
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push(',');
@@ -209,7 +211,7 @@ async fn insert_rows(
             match backend {
                 // SQLite resolves `$N` names per bound value, which is
                 // quadratic in a long statement; anonymous `?` is not.
-                Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)"),
+                Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 Backend::Postgres => {
                     let b = i * COLUMNS;
                     let marks: Vec<String> = (1..=COLUMNS).map(|k| format!("${}", b + k)).collect();
@@ -231,6 +233,9 @@ async fn insert_rows(
                 .bind(e.request_id.as_deref())
                 .bind(e.body.as_str())
                 .bind((base + i as u64) as i64);
+            if backend == Backend::Sqlite {
+                q = q.bind((base + i as u64 + 1) as i64);
+            }
         }
         q.execute(&mut *conn).await?;
     }

@@ -15,7 +15,7 @@ use citadel_core::merkle::{
 };
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError};
+use crate::{Backend, Result, Store, StoreError};
 
 /// The right edge of the stored tree: its compact range and the partial
 /// tile at each tile level (the only tiles an append can change).
@@ -261,15 +261,12 @@ impl Store {
 
     /// Entries `[from, from + count)` in index order (fewer if the log is shorter).
     pub async fn read_log_entries(&self, from: u64, count: u64) -> Result<Vec<LogEntry>> {
-        let rows = sqlx::query(
-            "SELECT log_index, body FROM events WHERE log_index >= $1 AND log_index < $2 \
-             ORDER BY log_index LIMIT $3",
-        )
-        .bind(from.min(i64::MAX as u64) as i64)
-        .bind(from.saturating_add(count).min(i64::MAX as u64) as i64)
-        .bind(count.min(1 << 20) as i64)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(sql_for(self.backend(), ENTRY_RANGE))
+            .bind(from.min(i64::MAX as u64) as i64)
+            .bind(from.saturating_add(count).min(i64::MAX as u64) as i64)
+            .bind(count.min(1 << 20) as i64)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(LogEntry {
@@ -369,11 +366,10 @@ impl Store {
 
     /// The smallest stored entry index at or after `from`.
     pub async fn next_log_index(&self, from: u64) -> Result<Option<u64>> {
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(log_index) FROM events WHERE log_index >= $1")
-                .bind(from.min(i64::MAX as u64) as i64)
-                .fetch_one(self.pool())
-                .await?;
+        let next: Option<i64> = sqlx::query_scalar(sql_for(self.backend(), NEXT_INDEX))
+            .bind(from.min(i64::MAX as u64) as i64)
+            .fetch_optional(self.pool())
+            .await?;
         Ok(next.map(|n| n as u64))
     }
 
@@ -415,46 +411,103 @@ impl Store {
     /// entries or has a hole: that is a damaged or tampered store, and
     /// `citadel audit verify` says where.
     pub async fn check_log(&self) -> Result<()> {
+        let backend = self.backend();
         let mut tx = self.pool().begin().await?;
         let size = lock_log(&mut tx).await?;
-        let (count, max): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(log_index), MAX(log_index) FROM events")
-                .fetch_one(&mut *tx)
-                .await?;
+        // O(1) at start, whatever the log's length: the last index, and the
+        // last entry checked against its tile. Holes and changes further
+        // back are `citadel audit verify`'s to find.
+        let max: Option<i64> = sqlx::query_scalar(sql_for(backend, LAST_INDEX))
+            .fetch_one(&mut *tx)
+            .await?;
         let entries = max.map_or(0, |m| m as u64 + 1);
-        if count as u64 != entries {
-            return Err(StoreError::Corrupt(format!(
-                "the audit log has {count} entries but its last index is {}; entries are missing",
-                entries.saturating_sub(1)
-            )));
-        }
         if entries < size {
             return Err(StoreError::Corrupt(format!(
                 "the audit log's tree covers {size} entries but only {entries} are stored"
             )));
         }
         let mut edge = LogEdge::load(&mut tx, size).await?;
+        if size > 0 {
+            let last = size - 1;
+            let body: Option<String> = sqlx::query_scalar(sql_for(backend, ENTRY_AT))
+                .bind(last as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let tile = read_tile_on(&mut tx, 0, last / TILE_WIDTH).await?;
+            let stored = tile
+                .as_ref()
+                .and_then(|t| t.get((last % TILE_WIDTH) as usize));
+            match body {
+                Some(body) if stored == Some(&merkle::leaf_hash(body.as_bytes())) => {}
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the audit log's last entry ({last}) is missing or does not match its tile"
+                    )))
+                }
+            }
+        }
         if entries > size {
             tracing::warn!(
                 from = size,
                 to = entries,
                 "adding events stored before the audit log existed to the log"
             );
-            let rows =
-                sqlx::query("SELECT body FROM events WHERE log_index >= $1 ORDER BY log_index")
-                    .bind(size as i64)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let rows = sqlx::query(sql_for(backend, ENTRIES_FROM))
+                .bind(size as i64)
+                .fetch_all(&mut *tx)
+                .await?;
             let bodies: Vec<String> = rows
                 .iter()
                 .map(|r| r.try_get("body"))
                 .collect::<std::result::Result<_, _>>()?;
+            if bodies.len() as u64 != entries - size {
+                return Err(StoreError::Corrupt(format!(
+                    "entries {size}..{entries} have holes; run `citadel audit verify`"
+                )));
+            }
             extend_log(&mut tx, &mut edge, bodies.iter().map(String::as_str)).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 }
+
+/// Log queries that differ by backend: in SQLite an entry's row id is its
+/// log index plus one (no index of its own); PostgreSQL indexes `log_index`.
+#[derive(Clone, Copy)]
+struct LogSql {
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+fn sql_for(backend: Backend, q: LogSql) -> &'static str {
+    match backend {
+        Backend::Sqlite => q.sqlite,
+        Backend::Postgres => q.postgres,
+    }
+}
+
+const LAST_INDEX: LogSql = LogSql {
+    sqlite: "SELECT MAX(seq) - 1 FROM events",
+    postgres: "SELECT MAX(log_index) FROM events",
+};
+const ENTRY_AT: LogSql = LogSql {
+    sqlite: "SELECT body FROM events WHERE seq = $1 + 1",
+    postgres: "SELECT body FROM events WHERE log_index = $1",
+};
+const ENTRIES_FROM: LogSql = LogSql {
+    sqlite: "SELECT body FROM events WHERE seq > $1 ORDER BY seq",
+    postgres: "SELECT body FROM events WHERE log_index >= $1 ORDER BY log_index",
+};
+const ENTRY_RANGE: LogSql = LogSql {
+    sqlite: "SELECT log_index, body FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+    postgres: "SELECT log_index, body FROM events WHERE log_index >= $1 AND log_index < $2 \
+               ORDER BY log_index LIMIT $3",
+};
+const NEXT_INDEX: LogSql = LogSql {
+    sqlite: "SELECT log_index FROM events WHERE seq > $1 ORDER BY seq LIMIT 1",
+    postgres: "SELECT log_index FROM events WHERE log_index >= $1 ORDER BY log_index LIMIT 1",
+};
 
 fn checkpoint_from(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {

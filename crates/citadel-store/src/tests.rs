@@ -219,3 +219,85 @@ async fn unsupported_url_is_refused() {
         Err(StoreError::UnsupportedUrl(u)) if !u.contains("secret")
     ));
 }
+
+/// A database of schema version 1 (before the Merkle log) with events whose
+/// sequence numbers have gaps, upgraded: every old event becomes a leaf, in
+/// the order stored, and the tree over them is the RFC 6962 tree.
+async fn upgrade_from_version_1(url: &str, backend: crate::Backend) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&format!(
+        "{url}{}",
+        if backend == crate::Backend::Sqlite {
+            "?mode=rwc"
+        } else {
+            ""
+        }
+    ))
+    .await
+    .unwrap();
+    let v1 = match backend {
+        crate::Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
+        crate::Backend::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
+    };
+    sqlx::raw_sql(v1).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, 'initial schema', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut bodies = Vec::new();
+    for (seq, n) in [(3i64, 0), (4, 1), (9, 2), (10, 3), (42, 4)] {
+        let e = event(&format!("old-{n}"), Outcome::Success);
+        let body = e.to_json_line();
+        sqlx::query("INSERT INTO events (seq, id, time, class_uid, outcome, body) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(seq)
+            .bind(&e.id)
+            .bind(e.time)
+            .bind(e.class.uid())
+            .bind("success")
+            .bind(&body)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        bodies.push(body);
+    }
+    conn.close().await.unwrap();
+    let store = Store::open(url).await.unwrap();
+    store.check_log().await.unwrap();
+    let entries = store.read_log_entries(0, 100).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(
+        entries.iter().map(|e| e.body.clone()).collect::<Vec<_>>(),
+        bodies
+    );
+    let mut range = citadel_core::merkle::CompactRange::new();
+    for b in &bodies {
+        range.append(citadel_core::merkle::leaf_hash(b.as_bytes()), |_, _, _| {});
+    }
+    assert_eq!(store.log_head().await.unwrap(), (5, range.root()));
+    // New events go on from there.
+    store
+        .append_events(&[event("new", Outcome::Success)])
+        .await
+        .unwrap();
+    assert_eq!(store.read_log_entries(5, 1).await.unwrap()[0].index, 5);
+    store.check_log().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_into_the_log_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("v1.db").display());
+    upgrade_from_version_1(&url, crate::Backend::Sqlite).await;
+    if let Ok(base) = std::env::var("CITADEL_TEST_PG") {
+        let url = crate::testing::fresh_postgres_database(&base).await;
+        upgrade_from_version_1(&url, crate::Backend::Postgres).await;
+    }
+}

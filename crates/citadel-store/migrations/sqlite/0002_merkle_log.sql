@@ -2,18 +2,22 @@
 -- event store. Keep in step with ../postgres/0002_merkle_log.sql.
 
 -- Every event is a leaf of the log; its position is assigned by the writer
--- in the same transaction that stores it. Events stored before this version
--- get positions in the order they were stored.
+-- in the same transaction that stores it. In SQLite the position is the row
+-- id less one (seq = log_index + 1), so the log needs no index of its own and
+-- reading it in order is a scan of the table. Events stored before this
+-- version are renumbered without gaps, in the order they were stored.
 ALTER TABLE events ADD COLUMN log_index INTEGER;
 DROP TRIGGER events_no_update;
-UPDATE events SET log_index = numbered.n
-FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) - 1 AS n FROM events) AS numbered
-WHERE events.seq = numbered.seq;
+UPDATE events SET seq = -seq;
+UPDATE events SET seq = numbered.n
+FROM (SELECT seq AS old, ROW_NUMBER() OVER (ORDER BY seq DESC) AS n FROM events) AS numbered
+WHERE events.seq = numbered.old;
+UPDATE events SET log_index = seq - 1;
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-CREATE TRIGGER events_need_log_index BEFORE INSERT ON events WHEN NEW.log_index IS NULL
-BEGIN SELECT RAISE(ABORT, 'events need a log index'); END;
-CREATE UNIQUE INDEX events_log_index ON events (log_index);
+CREATE TRIGGER events_need_log_index BEFORE INSERT ON events
+WHEN NEW.log_index IS NULL OR NEW.seq IS NULL OR NEW.seq != NEW.log_index + 1
+BEGIN SELECT RAISE(ABORT, 'events need a log index, and seq = log_index + 1'); END;
 
 -- C2SP tlog-tiles hash tiles (height 8): tile (level, idx) holds up to 256
 -- 32-byte hashes. A partial tile grows in place until it is full; a full
