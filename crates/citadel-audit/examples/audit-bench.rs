@@ -8,7 +8,9 @@
 //!  4. raw SHA-256 over the same entries, the machine's physical reference.
 //!
 //! Settings (environment): APPEND_SECONDS (10), APPEND_TASKS (2048),
-//! PROOF_LOG_SIZE (10000000), PROOF_SECONDS (10), VERIFY_LOG_SIZE (1000000).
+//! PROOF_LOG_SIZE (10000000), PROOF_SECONDS (10), PROOF_CACHE_MB (64, the
+//! default) and PROOF_CACHE_MB_LARGE (1024, enough for the whole tree),
+//! VERIFY_LOG_SIZE (1000000).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -155,9 +157,8 @@ fn next_random(x: &mut u64, size: u64) -> u64 {
     *x % size
 }
 
-async fn proofs(dir: &std::path::Path) -> (f64, f64) {
+async fn proofs(dir: &std::path::Path) -> Vec<(u64, f64, f64)> {
     let size = setting("PROOF_LOG_SIZE", 10_000_000);
-    let seconds = setting("PROOF_SECONDS", 10);
     let store = open_store(dir, "proofs.db").await;
     let built = Instant::now();
     build_tiles(&store, size).await;
@@ -165,9 +166,24 @@ async fn proofs(dir: &std::path::Path) -> (f64, f64) {
         "  tree of {size} entries built in {:.1} s",
         built.elapsed().as_secs_f64()
     );
-    let log = AuditLog::new(
+    let mut figures = Vec::new();
+    for cache_mb in [
+        setting("PROOF_CACHE_MB", 64),
+        setting("PROOF_CACHE_MB_LARGE", 1024),
+    ] {
+        let (single, batched) = proofs_with_cache(&store, size, cache_mb).await;
+        figures.push((cache_mb, single, batched));
+    }
+    figures
+}
+
+async fn proofs_with_cache(store: &Store, size: u64, cache_mb: u64) -> (f64, f64) {
+    let seconds = setting("PROOF_SECONDS", 10);
+    let store = store.clone();
+    let log = AuditLog::with_proof_cache(
         store,
         NoteSigner::from_seed("bench.citadel/log", &[1; 32]).unwrap(),
+        (cache_mb as usize) << 20,
     );
     let root = log.root_at(size).await.unwrap();
     // One proof per call, as a client asking about one event does.
@@ -195,7 +211,7 @@ async fn proofs(dir: &std::path::Path) -> (f64, f64) {
         w.await.unwrap();
     }
     let single = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    println!("inclusion proofs:       {single:>12.0} proofs/s  (one per call, random entries of a {size}-entry log)");
+    println!("inclusion proofs:       {single:>12.0} proofs/s  (one per call, random entries of a {size}-entry log, {cache_mb} MB tile cache)");
     // Batches of 1,000, as an event query or an export asks.
     let done = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(seconds);
@@ -219,7 +235,7 @@ async fn proofs(dir: &std::path::Path) -> (f64, f64) {
         w.await.unwrap();
     }
     let batched = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    println!("inclusion proofs:       {batched:>12.0} proofs/s  (batches of 1,000 random entries)");
+    println!("inclusion proofs:       {batched:>12.0} proofs/s  (batches of 1,000 random entries, {cache_mb} MB tile cache)");
     (single, batched)
 }
 
@@ -293,10 +309,10 @@ async fn main() {
     } else {
         0.0
     };
-    let (proof_rate, batched_rate) = if phases.contains("proofs") {
+    let proof_figures = if phases.contains("proofs") {
         proofs(dir.path()).await
     } else {
-        (0.0, 0.0)
+        Vec::new()
     };
     let (verify_rate, sha_rate, _) = if phases.contains("verify") {
         verification(dir.path()).await
@@ -308,17 +324,19 @@ async fn main() {
     println!("|---|---:|---:|---|");
     let mark = |ok: bool| if ok { "met" } else { "not met" };
     println!(
-        "| durable appends (500-byte events) | {append_rate:.0}/s | 100,000/s | {} |",
+        "| durable appends (≥ 500-byte events) | {append_rate:.0}/s | 100,000/s | {} |",
         mark(append_rate >= 100_000.0)
     );
-    println!(
-        "| inclusion proofs, 10M-entry log, one per call | {proof_rate:.0}/s | 100,000/s | {} |",
-        mark(proof_rate >= 100_000.0)
-    );
-    println!(
-        "| inclusion proofs, 10M-entry log, batches of 1,000 | {batched_rate:.0}/s | 100,000/s | {} |",
-        mark(batched_rate >= 100_000.0)
-    );
+    for (cache_mb, single, batched) in proof_figures {
+        println!(
+            "| inclusion proofs, 10M-entry log, one per call, {cache_mb} MB cache | {single:.0}/s | 100,000/s | {} |",
+            mark(single >= 100_000.0)
+        );
+        println!(
+            "| inclusion proofs, 10M-entry log, batches of 1,000, {cache_mb} MB cache | {batched:.0}/s | 100,000/s | {} |",
+            mark(batched >= 100_000.0)
+        );
+    }
     println!(
         "| offline verification | {verify_rate:.0} entries/s | 1,000,000/s | {} |",
         mark(verify_rate >= 1_000_000.0)

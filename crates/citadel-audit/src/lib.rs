@@ -28,7 +28,7 @@ mod subject;
 mod verify;
 
 pub use export::{spawn_exporters, syslog_message, ExporterConfig};
-pub use log::{AuditLog, ConsistencyProof, InclusionProof, LogError};
+pub use log::{AuditLog, ConsistencyProof, InclusionProof, LogError, DEFAULT_PROOF_CACHE_BYTES};
 pub use note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use sink::{Durability, EventSink, SinkConfig, SinkError};
 pub use subject::{Opened, SubjectVault, VaultError, SEALED_FIELDS};

@@ -39,8 +39,11 @@ pub enum LogError {
 /// Tiles by `(level, index)`.
 type TileMap = HashMap<(u8, u64), Arc<TileTree>>;
 
-/// Most tiles kept in memory (16 KiB each with their inner nodes).
-const TILE_CACHE_MAX: usize = 4096;
+/// Bytes a cached tile takes (its 256 hashes and 255 inner nodes).
+const TILE_CACHE_BYTES_PER_TILE: usize = 511 * 32;
+
+/// The default bound of the proof cache: 64 MiB.
+pub const DEFAULT_PROOF_CACHE_BYTES: usize = 64 << 20;
 
 /// The audit log of one deployment.
 pub struct AuditLog {
@@ -92,10 +95,16 @@ pub struct ConsistencyProof {
 impl AuditLog {
     /// The log over `store`, signing with `signer` (whose name is the origin).
     pub fn new(store: Store, signer: NoteSigner) -> Arc<Self> {
+        Self::with_proof_cache(store, signer, DEFAULT_PROOF_CACHE_BYTES)
+    }
+
+    /// Like [`AuditLog::new`], keeping up to `cache_bytes` of tiles in
+    /// memory for proofs (a 10-million-entry log's tiles take about 640 MB).
+    pub fn with_proof_cache(store: Store, signer: NoteSigner, cache_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             store,
             signer,
-            tiles: TileCache::new(),
+            tiles: TileCache::new((cache_bytes / TILE_CACHE_BYTES_PER_TILE).max(16)),
             known_size: AtomicU64::new(0),
             checkpointing: tokio::sync::Mutex::new(()),
         })
@@ -387,11 +396,13 @@ impl TileTree {
 /// widest version seen of each is kept, up to a bound.
 struct TileCache {
     trees: Mutex<HashMap<(u8, u64), Arc<TileTree>>>,
+    max_tiles: usize,
 }
 
 impl TileCache {
-    fn new() -> Self {
+    fn new(max_tiles: usize) -> Self {
         Self {
+            max_tiles,
             trees: Mutex::new(HashMap::new()),
         }
     }
@@ -405,7 +416,7 @@ impl TileCache {
         if trees.get(&key).is_some_and(|t| t.width() >= tree.width()) {
             return;
         }
-        if trees.len() >= TILE_CACHE_MAX {
+        if trees.len() >= self.max_tiles {
             // Evict an arbitrary tile: cheap, and fair enough for access
             // patterns that are either sequential or uniformly random.
             if let Some(victim) = trees.keys().next().copied() {

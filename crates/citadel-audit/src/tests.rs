@@ -238,6 +238,11 @@ async fn every_kind_of_tampering_is_detected_at_the_right_index() {
     )
     .await;
     assert_eq!(f.index, Some(300), "{f}");
+    // Modify an entry so that it holds a line break (the verifier reads
+    // whole bundles joined by line breaks; this one it reads entry by entry).
+    let f = verify_after("UPDATE events SET body = body || char(10) || '{}' WHERE log_index = 77")
+        .await;
+    assert_eq!(f.index, Some(77), "{f}");
     // Delete an entry.
     let f = verify_after("DELETE FROM events WHERE log_index = 123").await;
     assert_eq!(f.index, Some(123), "{f}");

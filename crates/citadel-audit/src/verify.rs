@@ -232,17 +232,19 @@ pub async fn verify_store(
         Ok(())
     };
     check_checkpoints(&rebuild, &mut pending, &mut last_good)?;
-    let batch = 16_384u64;
-    let mut next = 0u64;
-    // The next batch is read while this one is hashed (two cores: the
-    // store's decoding and SHA-256 overlap).
-    let read = |from: u64| {
+    // The log is read a bundle (256 entries) per row, 64 bundles at a time,
+    // the next batch while this one is hashed. A bundle whose counts show a
+    // hole or a misplaced entry is read again entry by entry, which finds
+    // the exact index.
+    const BUNDLES: u64 = 64;
+    let read = |from_bundle: u64| {
         let (a, b) = (store.clone(), store.clone());
         tokio::spawn(async move {
-            // Two connections decode halves of the batch at once.
-            let half = batch / 2;
-            let second = tokio::spawn(async move { b.read_log_entries(from + half, half).await });
-            let mut first = a.read_log_entries(from, half).await?;
+            // Two connections read halves at once.
+            let half = BUNDLES / 2;
+            let second =
+                tokio::spawn(async move { b.read_log_bundles(from_bundle + half, half).await });
+            let mut first = a.read_log_bundles(from_bundle, half).await?;
             let second = second
                 .await
                 .map_err(|e| citadel_store::StoreError::Corrupt(e.to_string()))??;
@@ -250,25 +252,57 @@ pub async fn verify_store(
             Ok::<_, citadel_store::StoreError>(first)
         })
     };
+    let mut next = 0u64;
+    let mut bundle = 0u64;
     let mut reading = read(0);
     loop {
-        let entries = reading
+        let bundles = reading
             .await
             .map_err(|e| VerifyFailure::general(format!("reader failed: {e}")))?
             .map_err(db)?;
-        let got = entries.len() as u64;
-        let expected_next = entries.last().map_or(next, |e| e.index + 1);
-        reading = read(expected_next);
-        for entry in &entries {
-            if entry.index != next {
-                return Err(VerifyFailure::at(next, format!("entry {next} is missing")));
+        let got = bundles.len() as u64;
+        bundle += BUNDLES;
+        reading = read(bundle);
+        for b in &bundles {
+            // Full bundles in place take the fast path; the partial one at
+            // the end, and any that looks wrong, the careful one.
+            let whole = b.first == next
+                && b.first == b.bundle * TILE_WIDTH
+                && b.misplaced == 0
+                && b.count == TILE_WIDTH;
+            let pieces: Vec<&str> = if whole {
+                b.bodies.split('\n').collect()
+            } else {
+                Vec::new()
+            };
+            if whole && pieces.len() as u64 == b.count {
+                for body in pieces {
+                    rebuild.push(body.as_bytes());
+                    next += 1;
+                    if let Err(failure) = check_checkpoints(&rebuild, &mut pending, &mut last_good)
+                    {
+                        // The tiles, written with the entries, usually say
+                        // exactly which entry changed; the checkpoint only
+                        // bounds it.
+                        return Err(rebuild.first_tile_problem(store).await.unwrap_or(failure));
+                    }
+                }
+                continue;
             }
-            rebuild.push(entry.body.as_bytes());
-            next += 1;
-            if let Err(failure) = check_checkpoints(&rebuild, &mut pending, &mut last_good) {
-                // The tiles, written with the entries, usually say exactly
-                // which entry changed; the checkpoint only bounds it.
-                return Err(rebuild.first_tile_problem(store).await.unwrap_or(failure));
+            // Entry by entry, to find what is wrong.
+            let entries = store
+                .read_log_entries(b.bundle * TILE_WIDTH, TILE_WIDTH)
+                .await
+                .map_err(db)?;
+            for entry in &entries {
+                if entry.index != next {
+                    return Err(VerifyFailure::at(next, format!("entry {next} is missing")));
+                }
+                rebuild.push(entry.body.as_bytes());
+                next += 1;
+                if let Err(failure) = check_checkpoints(&rebuild, &mut pending, &mut last_good) {
+                    return Err(rebuild.first_tile_problem(store).await.unwrap_or(failure));
+                }
             }
         }
         let done = std::mem::take(&mut rebuild.done);
@@ -285,7 +319,7 @@ pub async fn verify_store(
             report.tiles += 1;
         }
         progress(next);
-        if got < batch {
+        if got < BUNDLES {
             break;
         }
     }

@@ -71,6 +71,9 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// `[[audit.export]]`: SIEM exporters.
     pub export: Vec<citadel_audit::ExporterConfig>,
+    /// Memory for tiles kept to answer proofs, in MiB (a 10-million-entry
+    /// log's tiles take about 640).
+    pub proof_cache_mb: u64,
 }
 
 impl Default for AuditConfig {
@@ -80,6 +83,7 @@ impl Default for AuditConfig {
             origin: None,
             checkpoint_interval: Duration::from_secs(1),
             export: Vec::new(),
+            proof_cache_mb: (citadel_audit::DEFAULT_PROOF_CACHE_BYTES >> 20) as u64,
         }
     }
 }
@@ -202,6 +206,9 @@ impl Config {
     fn validate_audit(&self) -> Result<(), String> {
         if self.audit.checkpoint_interval < Duration::from_millis(100) {
             return Err("audit.checkpoint_interval must be at least 100ms".into());
+        }
+        if !(1..=1 << 20).contains(&self.audit.proof_cache_mb) {
+            return Err("audit.proof_cache_mb must be between 1 and 1048576".into());
         }
         let mut names = std::collections::HashSet::new();
         for exporter in &self.audit.export {

@@ -212,7 +212,11 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     store.check_log().await.context(
         "the audit log does not match the stored events; run `citadel audit verify` to see where",
     )?;
-    let log = citadel_audit::AuditLog::new(store.clone(), data.log_signer(&config)?);
+    let log = citadel_audit::AuditLog::with_proof_cache(
+        store.clone(),
+        data.log_signer(&config)?,
+        (config.audit.proof_cache_mb as usize) << 20,
+    );
     if let Some(latest) = store.latest_checkpoint().await? {
         // Replicas sharing a database must share the log key too, or each
         // would sign checkpoints no verifier holding the log's key accepts.
