@@ -224,7 +224,11 @@ async fn verify_after(tamper: &str) -> VerifyFailure {
     ] {
         store.execute_raw_for_tests(sql).await.unwrap();
     }
-    store.execute_raw_for_tests(tamper).await.unwrap();
+    // An attacker with the database file is not held back by constraints.
+    store
+        .execute_raw_for_tests(&format!("PRAGMA ignore_check_constraints = ON; {tamper}"))
+        .await
+        .unwrap();
     verify_store(store, &log.verifier(), |_| {})
         .await
         .unwrap_err()

@@ -3,21 +3,33 @@
 
 -- Every event is a leaf of the log; its position is assigned by the writer
 -- in the same transaction that stores it. In SQLite the position is the row
--- id less one (seq = log_index + 1), so the log needs no index of its own and
--- reading it in order is a scan of the table. Events stored before this
--- version are renumbered without gaps, in the order they were stored.
-ALTER TABLE events ADD COLUMN log_index INTEGER;
-DROP TRIGGER events_no_update;
-UPDATE events SET seq = -seq;
-UPDATE events SET seq = numbered.n
-FROM (SELECT seq AS old, ROW_NUMBER() OVER (ORDER BY seq DESC) AS n FROM events) AS numbered
-WHERE events.seq = numbered.old;
-UPDATE events SET log_index = seq - 1;
+-- id less one (seq = log_index + 1, a CHECK constraint), so the log needs no
+-- index of its own and reading it in order is a scan of the table. The table
+-- is rebuilt for that; events stored before this version are numbered
+-- without gaps, in the order they were stored.
+CREATE TABLE events_logged (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    time        INTEGER NOT NULL,
+    class_uid   INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    principal   TEXT,
+    request_id  TEXT,
+    body        TEXT NOT NULL,
+    log_index   INTEGER NOT NULL CHECK (log_index = seq - 1)
+);
+INSERT INTO events_logged (seq, id, time, class_uid, outcome, principal, request_id, body, log_index)
+SELECT ROW_NUMBER() OVER (ORDER BY seq), id, time, class_uid, outcome, principal, request_id, body,
+       ROW_NUMBER() OVER (ORDER BY seq) - 1
+FROM events ORDER BY seq;
+DROP TABLE events;
+ALTER TABLE events_logged RENAME TO events;
+CREATE INDEX events_time ON events (time);
+CREATE INDEX events_principal ON events (principal, time);
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-CREATE TRIGGER events_need_log_index BEFORE INSERT ON events
-WHEN NEW.log_index IS NULL OR NEW.seq IS NULL OR NEW.seq != NEW.log_index + 1
-BEGIN SELECT RAISE(ABORT, 'events need a log index, and seq = log_index + 1'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 
 -- C2SP tlog-tiles hash tiles (height 8): tile (level, idx) holds up to 256
 -- 32-byte hashes. A partial tile grows in place until it is full; a full
