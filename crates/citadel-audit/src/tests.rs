@@ -215,23 +215,24 @@ async fn verify_after(tamper: &str) -> VerifyFailure {
     verify_store(log.store(), &log.verifier(), |_| {})
         .await
         .unwrap();
-    let store = log.store();
-    for sql in [
-        "DROP TRIGGER events_no_update",
-        "DROP TRIGGER events_no_delete",
-        "DROP TRIGGER log_tiles_full_are_final",
-        "DROP TRIGGER log_checkpoints_no_update",
-    ] {
-        store.execute_raw_for_tests(sql).await.unwrap();
-    }
-    // An attacker with the database file is not held back by constraints.
-    store
-        .execute_raw_for_tests(&format!("PRAGMA ignore_check_constraints = ON; {tamper}"))
-        .await
-        .unwrap();
-    verify_store(store, &log.verifier(), |_| {})
+    tamper_with(log.store(), tamper).await;
+    verify_store(log.store(), &log.verifier(), |_| {})
         .await
         .unwrap_err()
+}
+
+/// Runs `sql` as someone holding the database file would: past the
+/// append-only triggers and the constraints.
+async fn tamper_with(store: &Store, sql: &str) {
+    store
+        .execute_raw_for_tests(&format!(
+            "DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete; \
+             DROP TRIGGER IF EXISTS log_tiles_full_are_final; DROP TRIGGER IF EXISTS log_tiles_no_delete; \
+             DROP TRIGGER IF EXISTS log_checkpoints_no_update; \
+             PRAGMA ignore_check_constraints = ON; {sql}"
+        ))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -469,14 +470,11 @@ async fn a_store_whose_tree_does_not_cover_its_events_is_refused_loudly_not_repa
     // The last entry changed (what a torn or partial write would leave).
     let (log, _dir, _) = log_with(300).await;
     let store = log.store();
-    store
-        .execute_raw_for_tests("DROP TRIGGER events_no_update")
-        .await
-        .unwrap();
-    store
-        .execute_raw_for_tests("UPDATE events SET body = body || ' ' WHERE log_index = 299")
-        .await
-        .unwrap();
+    tamper_with(
+        store,
+        "UPDATE events SET body = body || ' ' WHERE log_index = 299",
+    )
+    .await;
     let err = store.check_log().await.unwrap_err().to_string();
     assert!(err.contains("last entry (299)"), "{err}");
     assert_eq!(
@@ -487,27 +485,13 @@ async fn a_store_whose_tree_does_not_cover_its_events_is_refused_loudly_not_repa
     // A tree ahead of its entries (the last ones gone).
     let (log, _dir, _) = log_with(300).await;
     let store = log.store();
-    store
-        .execute_raw_for_tests("DROP TRIGGER events_no_delete")
-        .await
-        .unwrap();
-    store
-        .execute_raw_for_tests("DELETE FROM events WHERE log_index >= 290")
-        .await
-        .unwrap();
+    tamper_with(store, "DELETE FROM events WHERE log_index >= 290").await;
     let err = store.check_log().await.unwrap_err().to_string();
     assert!(err.contains("covers 300 entries but only 290"), "{err}");
     // A missing tile at the right edge.
     let (log, _dir, _) = log_with(300).await;
     let store = log.store();
-    store
-        .execute_raw_for_tests("DROP TRIGGER log_tiles_no_delete")
-        .await
-        .unwrap();
-    store
-        .execute_raw_for_tests("DELETE FROM log_tiles WHERE level = 0 AND idx = 1")
-        .await
-        .unwrap();
+    tamper_with(store, "DELETE FROM log_tiles WHERE level = 0 AND idx = 1").await;
     let err = store.check_log().await.unwrap_err().to_string();
     assert!(err.contains("tile 0/1 is missing"), "{err}");
     // Appending to it fails too, rather than building on a broken edge.

@@ -351,16 +351,7 @@ async fn openapi_describes_every_route_and_metrics_count_requests() {
     assert!(text.contains("citadel_gateway_added_seconds_bucket"));
     assert!(text.contains("citadel_upstream_seconds_bucket"));
     assert!(text.contains("citadel_event_sink_lag"));
-    let v: Value = c
-        .client
-        .get(format!("{}/api/v1/upstreams", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = c.admin_get("/api/v1/upstreams").await;
     assert_eq!(v["upstreams"][0]["name"], "fake");
     c.stop().await;
 }

@@ -2,7 +2,6 @@
 //! tlog-tiles read API, proofs, the verifiers (offline, export, remote
 //! monitor), tamper detection, and SIGKILL during sustained appends.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use citadel_audit::{Checkpoint, NoteVerifier};
 use citadel_core::merkle;
 use serde_json::{json, Value};
 
-use crate::binary::{citadel, run};
+use crate::binary::{citadel, run, spawn_demo};
 use crate::support::{client_trusting, code_of, upstream_config, Citadel, Upstream};
 
 fn hash(v: &Value) -> [u8; 32] {
@@ -119,16 +118,7 @@ async fn the_read_api_serves_a_verifiable_log_and_refuses_bad_addresses() {
     assert_eq!((status, code.as_str()), (403, "forbidden"));
 
     // Events with their proofs against the latest checkpoint.
-    let listed: Value = c
-        .client
-        .get(format!("{}/api/v1/events?proofs=true&limit=5", c.admin))
-        .bearer_auth(&c.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = c.admin_get("/api/v1/events?proofs=true&limit=5").await;
     let proved_against = Checkpoint::open(
         listed["checkpoint"]
             .as_str()
@@ -288,30 +278,7 @@ async fn try_serve(
     data: &std::path::Path,
     admin: &str,
 ) -> Result<(Child, String, String, String), String> {
-    let mut child = citadel(data)
-        .args([
-            "--log",
-            "warn",
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-        ])
-        .arg(admin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("curl "))
-    })
-    .await
-    .unwrap();
+    let (mut child, line) = spawn_demo(data, admin, Stdio::piped()).await;
     let Some(line) = line else {
         let mut err = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
@@ -378,7 +345,7 @@ async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_ta
     // and proves the new checkpoint extends the one it verified.
     let state = data.join("monitor-state.json");
     let base = format!("https://localhost:{admin_port}");
-    let monitor = || {
+    let monitor_cmd = |state: &std::path::Path| {
         let mut cmd = citadel(data);
         cmd.args([
             "audit",
@@ -394,9 +361,10 @@ async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_ta
             &monitor_key,
             "--state",
         ])
-        .arg(&state);
-        run(&mut cmd)
+        .arg(state);
+        cmd
     };
+    let monitor = || run(&mut monitor_cmd(&state));
     let (ok, out, err) = monitor();
     assert!(ok, "{out}{err}");
     let first = json_of(&out);
@@ -421,22 +389,7 @@ async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_ta
     forged["peaks"] = json!(peaks.iter().map(|p| B64.encode(p)).collect::<Vec<_>>());
     let forged_state = data.join("forged-state.json");
     std::fs::write(&forged_state, serde_json::to_vec(&forged).unwrap()).unwrap();
-    let mut cmd = citadel(data);
-    cmd.args([
-        "audit",
-        "verify",
-        "--json",
-        "--url",
-        &base,
-        "--key",
-        &vkey,
-        "--ca",
-        &ca,
-        "--api-key",
-        &monitor_key,
-        "--state",
-    ])
-    .arg(&forged_state);
+    let mut cmd = monitor_cmd(&forged_state);
     let out = cmd.output().unwrap();
     assert_eq!(
         out.status.code(),

@@ -26,9 +26,14 @@ pub(crate) fn run(cmd: &mut Command) -> (bool, String, String) {
 
 struct Server(Child);
 
-/// Starts `citadel serve --demo` on free ports and waits for the curl line
-/// it prints; stderr is piped for the caller when asked, else discarded.
-pub(crate) async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Child, String) {
+/// Starts `citadel serve --demo` with the admin listener on `admin` and
+/// reads its output up to the curl line it prints (`None` if it exits
+/// without printing one).
+pub(crate) async fn spawn_demo(
+    data: &std::path::Path,
+    admin: &str,
+    stderr: Stdio,
+) -> (Child, Option<String>) {
     let mut child = citadel(data)
         .args([
             "--log",
@@ -38,14 +43,10 @@ pub(crate) async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Ch
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
-            "127.0.0.1:0",
         ])
+        .arg(admin)
         .stdout(Stdio::piped())
-        .stderr(if keep_stderr {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -56,9 +57,20 @@ pub(crate) async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Ch
             .find(|l| l.starts_with("curl "))
     })
     .await
-    .unwrap()
-    .expect("serve --demo prints a curl line");
+    .unwrap();
     (child, line)
+}
+
+/// Starts `citadel serve --demo` on free ports and waits for the curl line
+/// it prints; stderr is piped for the caller when asked, else discarded.
+pub(crate) async fn serve_demo(data: &std::path::Path, keep_stderr: bool) -> (Child, String) {
+    let stderr = if keep_stderr {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let (child, line) = spawn_demo(data, "127.0.0.1:0", stderr).await;
+    (child, line.expect("serve --demo prints a curl line"))
 }
 
 /// The HTTP status of running the printed curl line.

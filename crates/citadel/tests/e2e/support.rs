@@ -282,6 +282,19 @@ impl Citadel {
         req.send().await.unwrap()
     }
 
+    /// GETs JSON from the admin API with the bootstrap admin's key.
+    pub(crate) async fn admin_get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The gateway's `citadel_open_connections` gauge, read from /metrics.
     pub(crate) async fn open_connections(&self) -> i64 {
         self.metrics_text()
