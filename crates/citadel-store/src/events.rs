@@ -98,10 +98,14 @@ impl Store {
     pub async fn event_appender(&self) -> Result<EventAppender> {
         let mut conn = self.pool().acquire().await?;
         if self.backend() == Backend::Sqlite {
-            // The writer touches the right edge of five indexes and the
-            // tiles on every batch; a larger page cache keeps them in memory
-            // (measured with bench/audit: +15% appends).
+            // The writer touches the right edge of the indexes and the tiles
+            // on every batch; a larger page cache keeps them in memory, and
+            // checkpointing the WAL every ~40 MB instead of every 4 MB copies
+            // those hot pages back to the database file ten times less often
+            // (bench/audit: ~97k -> ~110k appends/s; durability unchanged,
+            // every commit is still fsynced).
             sqlx::Executor::execute(&mut *conn, "PRAGMA cache_size = -65536").await?;
+            sqlx::Executor::execute(&mut *conn, "PRAGMA wal_autocheckpoint = 10000").await?;
         }
         Ok(EventAppender {
             conn,
