@@ -333,14 +333,17 @@ async fn erase_user(
     Path(name): Path<String>,
 ) -> ApiResult {
     authorize(&state, &caller, "users.erase", "users").await?;
-    let user = state.store.erase_user(&name, clock::now_ms()).await?;
-    let shredded = state.vault.erase(&user.id).await.map_err(|e| {
+    // The key first: if destroying it fails, nothing has changed and the
+    // same call can be made again; if renaming fails after, erase by id.
+    let found = state.store.find_user(&name).await?;
+    let shredded = state.vault.erase(&found.id).await.map_err(|e| {
         tracing::error!(error = %e, "cannot destroy a subject key");
         AdminError::new(
             ErrorCode::Internal,
-            "the account was erased but its subject key could not be destroyed; retry",
+            "the subject key could not be destroyed; nothing was changed, retry",
         )
     })?;
+    let user = state.store.erase_user(&found.id, clock::now_ms()).await?;
     refresh_credentials(&state).await;
     record_change(
         &state,

@@ -192,11 +192,27 @@ async fn run(store: Store, name: String, mut target: Target) {
                 continue;
             }
         };
+        // Only the unbroken run from the cursor: a hole in the log (a damaged
+        // or tampered store) stops the exporter there, it is never skipped.
+        let unbroken = entries
+            .iter()
+            .zip(next..)
+            .take_while(|(e, i)| e.index == *i)
+            .count();
+        if unbroken == 0 && !entries.is_empty() {
+            if !failing {
+                tracing::error!(exporter = %name, missing = next, "an audit log entry is missing; the exporter waits there (run `citadel audit verify`)");
+                failing = true;
+            }
+            tokio::time::sleep(LAST_RETRY).await;
+            continue;
+        }
+        let entries = &entries[..unbroken];
         let Some(last) = entries.last().map(|e| e.index) else {
             tokio::time::sleep(IDLE_POLL).await;
             continue;
         };
-        match target.deliver(&entries).await {
+        match target.deliver(entries).await {
             Ok(()) => {
                 if failing {
                     tracing::info!(exporter = %name, from = next, "exporter delivering again");

@@ -130,6 +130,16 @@ impl AuditLog {
     pub async fn checkpoint_now(&self) -> Result<StoredCheckpoint, LogError> {
         let _turn = self.checkpointing.lock().await;
         let latest = self.store.latest_checkpoint().await?;
+        if let Some(latest) = &latest {
+            // Never sign into a log that another key has been signing:
+            // checkpoints are append-only, one stray one would stay forever.
+            Checkpoint::open(&latest.note, &self.signer.verifier()).map_err(|e| {
+                LogError::Corrupt(format!(
+                    "the latest checkpoint (size {}) was not signed by this log key: {e}",
+                    latest.size
+                ))
+            })?;
+        }
         let (size, root) = self.store.log_head().await?;
         if let Some(latest) = latest.filter(|c| c.size >= size) {
             return Ok(latest);

@@ -138,13 +138,72 @@ impl Encoded {
 /// their key is cached; `None` if the key must be fetched first.
 fn stored_form(event: &SecurityEvent, vault: Option<&SubjectVault>) -> Option<EventRow> {
     let Some(vault) = vault.filter(|_| SubjectVault::subject_of(event).is_some()) else {
-        return Some(EventRow::from(event));
+        return Some(fit_for_log(event));
     };
     let mut sealed = event.clone();
     match vault.try_seal(&mut sealed) {
-        Ok(true) => Some(EventRow::from(&sealed)),
+        Ok(true) => Some(fit_for_log(&sealed)),
         _ => None,
     }
+}
+
+/// The largest entry the log holds: tlog-tiles entry bundles give each
+/// entry a 16-bit length.
+pub(crate) const MAX_ENTRY_BYTES: usize = 65_535;
+
+/// The event's row, or, for an event too large for the log (a huge header
+/// value, say), a row that keeps what identifies and classifies it, the
+/// size and SHA-256 of the original, and says it was cut.
+fn fit_for_log(event: &SecurityEvent) -> EventRow {
+    let row = EventRow::from(event);
+    if row.body.len() <= MAX_ENTRY_BYTES {
+        return row;
+    }
+    const KEPT: &[&str] = &[
+        "activity_id",
+        "activity_name",
+        "actor",
+        "category_uid",
+        "class_name",
+        "class_uid",
+        "disposition",
+        "disposition_id",
+        "metadata",
+        "severity",
+        "severity_id",
+        "status",
+        "status_detail",
+        "status_id",
+        "time",
+        "type_uid",
+    ];
+    let mut cut = event.clone();
+    let mut body = serde_json::Map::new();
+    for key in KEPT {
+        if let Some(v) = event.body.get(*key) {
+            body.insert((*key).to_owned(), v.clone());
+        }
+    }
+    body.insert(
+        "message".into(),
+        serde_json::json!("event cut to fit the audit log's 64 KiB entry limit"),
+    );
+    let mut unmapped = serde_json::json!({"truncated": {
+        "bytes": row.body.len(),
+        "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(row.body.as_bytes())),
+    }});
+    if let Some(sealed) = event.body["unmapped"].get("sealed_subject") {
+        unmapped["sealed_subject"] = sealed.clone();
+    }
+    body.insert("unmapped".into(), unmapped);
+    cut.body = serde_json::Value::Object(body);
+    let row = EventRow::from(&cut);
+    if row.body.len() > MAX_ENTRY_BYTES {
+        // Only an absurd actor could do this; keep the bare minimum.
+        cut.body.as_object_mut().map(|b| b.remove("actor"));
+        return EventRow::from(&cut);
+    }
+    row
 }
 
 /// Seals, with keys fetched or made now, the events whose row is pending.

@@ -44,7 +44,17 @@ pub enum VaultError {
     /// A key could not be made, wrapped or unwrapped.
     #[error("subject key: {0}")]
     Key(#[from] citadel_crypto::SealError),
+    /// The root secret is not the one this database's keys were made with.
+    #[error(
+        "keys/subject-root.key is not the one this database's subject keys were made with; \
+         every replica must use the same file"
+    )]
+    RootMismatch,
 }
+
+/// The `subject_keys` row that proves which root secret a database uses
+/// (subject references are hex, so it cannot collide with one).
+const ROOT_CHECK_REF: &str = "citadel:root-check";
 
 /// Subject keys: made on first use, cached, destroyed on erasure.
 pub struct SubjectVault {
@@ -53,6 +63,9 @@ pub struct SubjectVault {
     ref_key: Zeroizing<[u8; 32]>,
     /// `ref` → key; `None` for a shredded key.
     cache: Mutex<HashMap<String, Option<Arc<SealingKey>>>>,
+    /// Bumped whenever keys may have been destroyed (here or in another
+    /// process): a key read from the store before the bump is not cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SubjectVault {
@@ -86,7 +99,52 @@ impl SubjectVault {
             kek: SealingKey::from_bytes(&root[..KEY_LEN])?,
             ref_key,
             cache: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Caches `key` for `subject_ref` unless keys were destroyed since
+    /// `read_at` (the generation when it was read).
+    fn remember(&self, subject_ref: String, key: Option<Arc<SealingKey>>, read_at: u64) {
+        let mut cache = self.cache.lock();
+        if self.generation() == read_at {
+            cache.insert(subject_ref, key);
+        }
+    }
+
+    /// Checks that this root secret is the one the database's subject keys
+    /// were made with (recording it on first use), so a replica started
+    /// with another file is refused instead of sealing under keys the
+    /// others cannot open and erasure cannot reach.
+    pub async fn check_root(&self) -> Result<(), VaultError> {
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&*self.ref_key).expect("any key length");
+        mac.update(b"citadel-root-check");
+        let expected = mac.finalize().into_bytes();
+        let check = [ROOT_CHECK_REF.to_owned()];
+        for _attempt in 0..2 {
+            if let Some(Some(wrapped)) = self.store.subject_keys(&check).await?.get(ROOT_CHECK_REF)
+            {
+                let plain = self
+                    .kek
+                    .open(ROOT_CHECK_REF.as_bytes(), wrapped)
+                    .map_err(|_| VaultError::RootMismatch)?;
+                return if plain.as_slice() == expected.as_slice() {
+                    Ok(())
+                } else {
+                    Err(VaultError::RootMismatch)
+                };
+            }
+            let sealed = self.kek.seal(ROOT_CHECK_REF.as_bytes(), &expected)?;
+            self.store
+                .insert_subject_key(ROOT_CHECK_REF, &sealed)
+                .await?;
+        }
+        Err(VaultError::RootMismatch)
     }
 
     /// The pseudonymous reference of a subject id.
@@ -163,6 +221,7 @@ impl SubjectVault {
         if missing.is_empty() {
             return Ok(());
         }
+        let read_at = self.generation();
         let mut stored = self.store.subject_keys(&missing).await?;
         let fresh: Vec<&String> = missing
             .iter()
@@ -178,11 +237,10 @@ impl SubjectVault {
             let owned: Vec<String> = fresh.into_iter().cloned().collect();
             stored.extend(self.store.subject_keys(&owned).await?);
         }
-        let mut cache = self.cache.lock();
         for subject_ref in missing {
             if let Some(Some(wrapped)) = stored.get(&subject_ref) {
                 let key = self.kek.unwrap_key(subject_ref.as_bytes(), wrapped)?;
-                cache.insert(subject_ref, Some(Arc::new(key)));
+                self.remember(subject_ref, Some(Arc::new(key)), read_at);
             }
         }
         Ok(())
@@ -250,13 +308,18 @@ impl SubjectVault {
     pub async fn erase(&self, subject_id: &str) -> Result<bool, VaultError> {
         let subject_ref = self.subject_ref(subject_id);
         let shredded = self.store.shred_subject_key(&subject_ref).await?;
-        self.cache.lock().insert(subject_ref, None);
+        self.forget_cached();
         Ok(shredded)
     }
 
-    /// Forgets cached keys (another process may have shredded one).
+    /// Forgets cached keys: another process may have destroyed one. The
+    /// server calls this whenever the enforcement state changes (an erasure
+    /// anywhere bumps it).
     pub fn forget_cached(&self) {
-        self.cache.lock().clear();
+        let mut cache = self.cache.lock();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.clear();
     }
 }
 

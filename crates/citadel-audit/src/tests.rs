@@ -317,7 +317,7 @@ async fn a_rewritten_history_with_recomputed_tiles_fails_the_signed_checkpoint()
         .await
         .unwrap();
     store
-        .execute_raw_for_tests("UPDATE events SET body = replace(body, 'Connect', 'Connecc') WHERE log_index = 17; DELETE FROM log_tiles; UPDATE log_state SET size = 0")
+        .execute_raw_for_tests("UPDATE events SET body = replace(body, 'Connect', 'Connecc') WHERE log_index = 17; DELETE FROM log_tiles; UPDATE log_state SET size = 0, backfill_to = 300")
         .await
         .unwrap();
     // Rebuild the tiles from the (altered) entries, as the attacker would.
@@ -494,7 +494,106 @@ async fn a_store_whose_tree_does_not_cover_its_events_is_refused_loudly_not_repa
     tamper_with(store, "DELETE FROM log_tiles WHERE level = 0 AND idx = 1").await;
     let err = store.check_log().await.unwrap_err().to_string();
     assert!(err.contains("tile 0/1 is missing"), "{err}");
+    // Events slipped into the table behind Citadel's back are not adopted.
+    let (log, _dir, _) = log_with(300).await;
+    let store = log.store();
+    tamper_with(
+        store,
+        "INSERT INTO events (id, time, class_uid, outcome, body, log_index, seq) \
+         VALUES ('slipped-in', 0, 3001, 'success', '{}', 300, 301)",
+    )
+    .await;
+    let err = store.check_log().await.unwrap_err().to_string();
+    assert!(
+        err.contains("1 events were stored without being added"),
+        "{err}"
+    );
+    assert_eq!(store.log_size().await.unwrap(), 300);
     // Appending to it fails too, rather than building on a broken edge.
     assert!(store.append_events(&[event(1)]).await.is_err());
     assert_eq!(store.log_size().await.unwrap(), 300);
+}
+
+#[tokio::test]
+async fn an_event_too_large_for_the_log_is_cut_and_the_log_stays_servable() {
+    use crate::{EventSink, SinkConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
+        .await
+        .unwrap();
+    let sink = EventSink::start(store.clone(), SinkConfig::default());
+    let huge = SecurityEvent::builder(EventClass::HttpActivity, 1, "Connect", Outcome::Failure)
+        .field(
+            "http_request",
+            serde_json::json!({"user_agent": "x".repeat(200_000)}),
+        )
+        .build();
+    sink.record_durable(huge.clone()).await.unwrap();
+    let stored = bodies(&store).await;
+    assert!(stored[0].len() <= 65_535);
+    let body: serde_json::Value = serde_json::from_str(&stored[0]).unwrap();
+    assert_eq!(body["metadata"]["uid"], huge.id.as_str());
+    assert_eq!(body["class_uid"], 4002);
+    assert!(body["unmapped"]["truncated"]["bytes"].as_u64().unwrap() > 200_000);
+    let log = AuditLog::new(
+        store.clone(),
+        NoteSigner::from_seed("citadel.test/log", &[9; 32]).unwrap(),
+    );
+    log.checkpoint_now().await.unwrap();
+    assert!(log.entry_bundle(0, Some(1)).await.is_ok());
+    verify_store(&store, &log.verifier(), |_| {}).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_checkpoint_kept_outside_catches_a_log_cut_back_with_its_checkpoints() {
+    let (log, _dir, url) = log_with(600).await;
+    let kept = log.checkpoint_now().await.unwrap();
+    let kept = Checkpoint::open(&kept.note, &log.verifier()).unwrap();
+    // The operator cuts the log back to 500 entries and covers the tracks:
+    // checkpoints deleted, tiles rebuilt from what is left.
+    tamper_with(
+        log.store(),
+        "DELETE FROM events WHERE log_index >= 500; DROP TRIGGER IF EXISTS log_checkpoints_no_delete; \
+         DELETE FROM log_checkpoints; DELETE FROM log_tiles; UPDATE log_state SET size = 0, backfill_to = 500",
+    )
+    .await;
+    let store = Store::open(&url).await.unwrap();
+    store.check_log().await.unwrap();
+    // On its own the store now looks whole...
+    crate::verify_store(&store, &log.verifier(), |_| {})
+        .await
+        .unwrap();
+    // ...but not against the checkpoint the auditor kept.
+    let f = crate::verify_store_pinned(&store, &log.verifier(), &[kept], |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(f.index, Some(500), "{f}");
+}
+
+#[tokio::test]
+async fn replicas_must_share_the_subject_root_and_see_each_others_erasures() {
+    use crate::{Opened, SubjectVault, VaultError};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("e.db").display()))
+        .await
+        .unwrap();
+    let a = SubjectVault::new(store.clone(), &[1u8; 64]).unwrap();
+    a.check_root().await.unwrap();
+    a.check_root().await.unwrap();
+    let stray = SubjectVault::new(store.clone(), &[2u8; 64]).unwrap();
+    assert!(matches!(
+        stray.check_root().await,
+        Err(VaultError::RootMismatch)
+    ));
+    // Replica B, same root, seals with a key it has cached...
+    let b = SubjectVault::new(store.clone(), &[1u8; 64]).unwrap();
+    b.check_root().await.unwrap();
+    let mut events = vec![person_event("carol", "u-0003", "192.0.2.1")];
+    b.seal(&mut events).await.unwrap();
+    let mut sealed = events[0].body.clone();
+    assert_eq!(b.open(&mut sealed.clone()).await.unwrap(), Opened::Restored);
+    // ...A erases carol; once B hears of a change it forgets its keys.
+    assert!(a.erase("u-0003").await.unwrap());
+    b.forget_cached();
+    assert_eq!(b.open(&mut sealed).await.unwrap(), Opened::Erased);
 }

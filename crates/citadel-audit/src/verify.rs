@@ -182,6 +182,18 @@ fn compare_tile(
 pub async fn verify_store(
     store: &Store,
     verifier: &NoteVerifier,
+    progress: impl FnMut(u64),
+) -> Result<VerifyReport, VerifyFailure> {
+    verify_store_pinned(store, verifier, &[], progress).await
+}
+
+/// Like [`verify_store`], also holding the log to checkpoints kept outside
+/// it (`pinned`, e.g. saved by an auditor earlier): a store that was cut
+/// back, or rewritten with its checkpoints deleted, fails against them.
+pub async fn verify_store_pinned(
+    store: &Store,
+    verifier: &NoteVerifier,
+    pinned: &[Checkpoint],
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyFailure> {
     let db = |e: citadel_store::StoreError| {
@@ -200,6 +212,20 @@ pub async fn verify_store(
             )));
         }
         checkpoints.insert(checkpoint.size, checkpoint);
+    }
+    for p in pinned {
+        match checkpoints.get(&p.size) {
+            Some(stored) if stored.root != p.root => {
+                return Err(VerifyFailure::general(format!(
+                    "the stored checkpoint at size {} differs from the pinned one: the log forked",
+                    p.size
+                )))
+            }
+            Some(_) => {}
+            None => {
+                checkpoints.insert(p.size, p.clone());
+            }
+        }
     }
     let mut report = VerifyReport {
         checkpoints: checkpoints.len() as u64,
@@ -368,6 +394,10 @@ pub fn verify_export(
     use base64::Engine;
     let mut checkpoint: Option<Checkpoint> = None;
     let mut report = VerifyReport::default();
+    // The range the export says it holds, and the next index expected:
+    // entries must be complete and in order, so a dropped line is caught.
+    let mut range: Option<(u64, u64)> = None;
+    let mut next: Option<u64> = None;
     for (number, line) in lines.enumerate() {
         let line =
             line.map_err(|e| VerifyFailure::general(format!("cannot read the export: {e}")))?;
@@ -384,12 +414,28 @@ pub fn verify_export(
             report.checkpointed_size = c.size;
             report.root = c.root;
             checkpoint = Some(c);
+            if let (Some(from), Some(to)) = (value["from"].as_u64(), value["to"].as_u64()) {
+                range = Some((from, to));
+                next = Some(from);
+            }
             continue;
         }
         let c = checkpoint
             .as_ref()
             .ok_or_else(|| bad("an entry before the checkpoint"))?;
         let index = value["index"].as_u64().ok_or_else(|| bad("no index"))?;
+        match next {
+            Some(expected) if index != expected => {
+                return Err(VerifyFailure::at(
+                    expected,
+                    format!(
+                        "entry {expected} is missing from the export (line {} holds {index})",
+                        number + 1
+                    ),
+                ))
+            }
+            _ => next = Some(index + 1),
+        }
         let entry = value["entry"].as_str().ok_or_else(|| bad("no entry"))?;
         let proof: Vec<Hash> = value["inclusion_proof"]
             .as_array()
@@ -414,6 +460,15 @@ pub fn verify_export(
     }
     if checkpoint.is_none() {
         return Err(VerifyFailure::general("the export holds no checkpoint"));
+    }
+    if let Some((from, to)) = range {
+        let reached = next.unwrap_or(from);
+        if reached != to {
+            return Err(VerifyFailure::at(
+                reached,
+                format!("the export says it holds entries {from}..{to} but ends at {reached}"),
+            ));
+        }
     }
     Ok(report)
 }

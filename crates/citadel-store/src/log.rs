@@ -284,9 +284,13 @@ impl Store {
             .await?;
         rows.iter()
             .map(|row| {
+                let index = row.try_get::<i64, _>("log_index")? as u64;
+                let body: Option<String> = row.try_get("body")?;
                 Ok(LogEntry {
-                    index: row.try_get::<i64, _>("log_index")? as u64,
-                    body: row.try_get("body")?,
+                    index,
+                    body: body.ok_or_else(|| {
+                        StoreError::Corrupt(format!("entry {index} has no stored body"))
+                    })?,
                 })
             })
             .collect()
@@ -503,6 +507,18 @@ impl Store {
             }
         }
         if entries > size {
+            // Only events the upgrade to the log found are taken in; rows
+            // that appeared in the table some other way are refused.
+            let backfill: i64 =
+                sqlx::query_scalar("SELECT backfill_to FROM log_state WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if entries > backfill as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "{} events were stored without being added to the audit log (entries {size}..{entries})",
+                    entries - size
+                )));
+            }
             tracing::warn!(
                 from = size,
                 to = entries,
@@ -522,6 +538,9 @@ impl Store {
                 )));
             }
             extend_log(&mut tx, &mut edge, bodies.iter().map(String::as_str)).await?;
+            sqlx::query("UPDATE log_state SET backfill_to = 0 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -565,11 +584,15 @@ const BUNDLE: LogSql = LogSql {
     // them in the order it is fed (an ORDER BY inside the aggregate would
     // buffer and sort, halving the verifier's speed). The row ids joined
     // the same way, in the same pass, prove the order was row-id order.
+    // Aggregates skip NULLs, so a row whose body was made NULL (its text
+    // moved into a neighbour) would vanish from the join: rows without a
+    // body, like rows out of place, send the reader entry by entry.
     sqlite: "SELECT MIN(seq) - 1 AS first, COUNT(*) AS n, \
-             COALESCE(SUM(CASE WHEN log_index = seq - 1 THEN 0 ELSE 1 END), 0) AS misplaced, \
+             COALESCE(SUM(CASE WHEN log_index = seq - 1 AND body IS NOT NULL THEN 0 ELSE 1 END), 0) AS misplaced, \
              group_concat(seq) AS seqs, group_concat(body, char(10)) AS bodies \
              FROM events WHERE seq > $1 AND seq <= $2",
-    postgres: "SELECT MIN(log_index) AS first, COUNT(*) AS n, CAST(0 AS BIGINT) AS misplaced, \
+    postgres: "SELECT MIN(log_index) AS first, COUNT(*) AS n, \
+               COUNT(*) - COUNT(body) + COUNT(*) - COUNT(DISTINCT log_index) AS misplaced, \
                CAST(NULL AS TEXT) AS seqs, string_agg(body, E'\\n' ORDER BY log_index) AS bodies \
                FROM events WHERE log_index >= $1 AND log_index < $2",
 };

@@ -45,6 +45,11 @@ pub enum AuditCommand {
         /// Verify an export file instead of the store.
         #[arg(long, conflicts_with = "url")]
         export: Option<PathBuf>,
+        /// A signed checkpoint kept from earlier (the text of
+        /// /audit/log/checkpoint): the store must extend it, so a log cut
+        /// back or rewritten with its checkpoints deleted fails.
+        #[arg(long, conflicts_with_all = ["url", "export"])]
+        checkpoint: Vec<PathBuf>,
         /// Base URL of a Citadel admin listener (e.g. https://127.0.0.1:9443).
         #[arg(long)]
         url: Option<String>,
@@ -108,7 +113,7 @@ async fn open_log(
     database: Option<&str>,
 ) -> Result<std::sync::Arc<AuditLog>> {
     let store = open_store(&data.database_url(database, config)).await?;
-    Ok(AuditLog::new(store, data.log_signer(config)?))
+    Ok(AuditLog::new(store, data.log_signer(config, false)?))
 }
 
 fn print_json(value: &serde_json::Value) -> Result<()> {
@@ -127,7 +132,7 @@ pub async fn run(
 ) -> Result<()> {
     match cmd {
         AuditCommand::Pubkey => {
-            println!("{}", data.log_signer(config)?.verifier().vkey());
+            println!("{}", data.log_signer(config, false)?.verifier().vkey());
             Ok(())
         }
         AuditCommand::Checkpoint { json } => {
@@ -164,6 +169,7 @@ pub async fn run(
         AuditCommand::Verify {
             key,
             export,
+            checkpoint,
             url,
             state,
             ca,
@@ -176,8 +182,11 @@ pub async fn run(
                     bail!("--url needs the log's --key (its vkey, from `citadel audit pubkey`)")
                 }
                 None => {
+                    let verifier = data.log_signer(config, false).context(
+                        "without --key the data directory's own key is used, and there is none",
+                    )?;
                     eprintln!("note: checking with the data directory's own key; pass --key to pin the log's key");
-                    data.log_signer(config)?.verifier()
+                    verifier.verifier()
                 }
             };
             let outcome = if let Some(file) = export {
@@ -201,10 +210,18 @@ pub async fn run(
                     Err(MonitorError::Run(e)) => return Err(e),
                 }
             } else {
+                let mut pinned = Vec::new();
+                for path in &checkpoint {
+                    let note = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    pinned.push(Checkpoint::open(&note, &verifier).with_context(|| {
+                        format!("{} is not a checkpoint of this log", path.display())
+                    })?);
+                }
                 let store = open_store(&data.database_url(database, config)).await?;
                 let started = std::time::Instant::now();
                 let mut last_said = std::time::Instant::now();
-                citadel_audit::verify_store(&store, &verifier, |n| {
+                citadel_audit::verify_store_pinned(&store, &verifier, &pinned, |n| {
                     if last_said.elapsed().as_secs() >= 2 {
                         eprintln!("verified {n} entries…");
                         last_said = std::time::Instant::now();
@@ -304,7 +321,12 @@ async fn export(
     };
     serde_json::to_writer(
         &mut sink,
-        &serde_json::json!({"checkpoint": checkpoint.note, "vkey": log.verifier().vkey()}),
+        &serde_json::json!({
+            "checkpoint": checkpoint.note,
+            "vkey": log.verifier().vkey(),
+            "from": from,
+            "to": to.max(from),
+        }),
     )?;
     writeln!(sink)?;
     let mut next = from;
@@ -320,6 +342,9 @@ async fn export(
         let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
         let proofs = log.inclusion_proofs(&indexes, checkpoint.size).await?;
         for (e, proof) in entries.into_iter().zip(proofs) {
+            if e.index != next {
+                bail!("entry {next} is missing from the audit log; run `citadel audit verify`");
+            }
             let line = serde_json::json!({
                 "index": e.index,
                 "entry": e.body,

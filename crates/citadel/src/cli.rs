@@ -522,12 +522,15 @@ async fn run_user(store: &Store, data: &DataDir, cmd: UserCommand) -> Result<()>
             .await
         }
         UserCommand::Erase { name, json } => {
-            let vault = data.subject_vault(store)?;
-            let user = store.erase_user(&name, clock::now_ms()).await?;
+            let vault = data.subject_vault(store).await?;
+            // The key first: if that fails nothing has changed, and a
+            // failure after it is finished by erasing the same id again.
+            let found = store.find_user(&name).await?;
             let shredded = vault
-                .erase(&user.id)
+                .erase(&found.id)
                 .await
-                .context("the account was erased but its subject key could not be destroyed; run the command again")?;
+                .context("the subject key could not be destroyed; nothing was changed, retry")?;
+            let user = store.erase_user(&found.id, clock::now_ms()).await?;
             record_event_and_print(
                 store,
                 "users.erase",
@@ -582,7 +585,7 @@ async fn run_role(store: &Store, cmd: RoleCommand) -> Result<()> {
 }
 
 async fn run_events(store: &Store, data: &DataDir, cmd: EventsCommand) -> Result<()> {
-    let vault = data.subject_vault(store)?;
+    let vault = data.subject_vault(store).await?;
     let EventsCommand::List {
         since,
         until,

@@ -70,8 +70,9 @@ impl DataDir {
     }
 
     /// The root secret of the subject vault (`keys/subject-root.key`: a
-    /// key-encryption key and a reference key). Replicas must share it.
-    pub fn subject_vault(
+    /// key-encryption key and a reference key). Replicas must share it;
+    /// it is checked against the database and another file is refused.
+    pub async fn subject_vault(
         &self,
         store: &Store,
     ) -> Result<std::sync::Arc<citadel_audit::SubjectVault>> {
@@ -80,16 +81,29 @@ impl DataDir {
             64,
         )
         .context("subject key root")?;
-        citadel_audit::SubjectVault::new(store.clone(), &root).context("subject key root")
+        let vault =
+            citadel_audit::SubjectVault::new(store.clone(), &root).context("subject key root")?;
+        vault.check_root().await?;
+        Ok(vault)
     }
 
     /// The audit log's signing key (`keys/audit-log.key`, created on first
     /// use with the configured origin as its name). The origin is part of
     /// every checkpoint, so a config that names another origin than the
     /// key's is refused rather than silently starting a second log.
-    pub fn log_signer(&self, config: &Config) -> Result<citadel_audit::NoteSigner> {
+    ///
+    /// Only `serve` makes the key (`create`); other commands refuse to go on
+    /// without it rather than start a second log under a new key.
+    pub fn log_signer(&self, config: &Config, create: bool) -> Result<citadel_audit::NoteSigner> {
         let path = self.root.join("keys").join("audit-log.key");
         let origin = config.audit_origin();
+        if !path.exists() && !create {
+            anyhow::bail!(
+                "there is no audit log key at {}; it is made by the first `citadel serve` \
+                 (for a replica or another host, copy keys/audit-log.key from the installation)",
+                path.display()
+            );
+        }
         if path.exists() {
             let bytes = citadel_crypto::read_private_file(&path).context("audit log key")?;
             let text = std::str::from_utf8(&bytes).context("audit log key is not text")?;

@@ -214,7 +214,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     )?;
     let log = citadel_audit::AuditLog::with_proof_cache(
         store.clone(),
-        data.log_signer(&config)?,
+        data.log_signer(&config, true)?,
         (config.audit.proof_cache_mb as usize) << 20,
     );
     if let Some(latest) = store.latest_checkpoint().await? {
@@ -252,7 +252,25 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             citadel_audit::Durability::Async
         }
     };
-    let vault = data.subject_vault(&store)?;
+    let vault = data.subject_vault(&store).await?;
+    {
+        // An erasure anywhere (CLI, another replica) bumps the enforcement
+        // version; cached subject keys are dropped when it moves.
+        let (vault, store) = (vault.clone(), store.clone());
+        tokio::spawn(async move {
+            let mut seen = store.enforcement_version().await.unwrap_or_default();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if let Ok(now) = store.enforcement_version().await {
+                    if now != seen {
+                        seen = now;
+                        vault.forget_cached();
+                    }
+                }
+            }
+        });
+    }
     let sink = EventSink::start(
         store.clone(),
         SinkConfig {

@@ -27,10 +27,11 @@ CREATE TRIGGER log_tiles_guard BEFORE UPDATE OR DELETE ON log_tiles
 FOR EACH ROW EXECUTE FUNCTION citadel_log_tiles_guard();
 
 CREATE TABLE log_state (
-    id    BIGINT PRIMARY KEY,
-    size  BIGINT NOT NULL
+    id           BIGINT PRIMARY KEY,
+    size         BIGINT NOT NULL,
+    backfill_to  BIGINT NOT NULL
 );
-INSERT INTO log_state (id, size) VALUES (1, 0);
+INSERT INTO log_state (id, size, backfill_to) VALUES (1, 0, (SELECT COUNT(*) FROM events));
 
 CREATE TABLE log_checkpoints (
     size        BIGINT PRIMARY KEY,

@@ -48,11 +48,14 @@ BEGIN SELECT RAISE(ABORT, 'tiles are append-only'); END;
 
 -- The number of leaves the tiles cover. Every append locks this row first,
 -- so writers (gateway replicas, the CLI) take turns.
+-- backfill_to: how many events this upgrade found stored before the log
+-- existed; the first start adds them to the log, and only them.
 CREATE TABLE log_state (
-    id    INTEGER PRIMARY KEY,
-    size  INTEGER NOT NULL
+    id           INTEGER PRIMARY KEY,
+    size         INTEGER NOT NULL,
+    backfill_to  INTEGER NOT NULL
 );
-INSERT INTO log_state (id, size) VALUES (1, 0);
+INSERT INTO log_state (id, size, backfill_to) VALUES (1, 0, (SELECT COUNT(*) FROM events));
 
 -- Signed checkpoints (C2SP tlog-checkpoint bodies in C2SP signed-note form).
 CREATE TABLE log_checkpoints (

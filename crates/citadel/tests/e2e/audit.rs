@@ -424,6 +424,20 @@ async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_ta
         .arg(&export));
     assert!(ok, "{out}{err}");
     assert_eq!(json_of(&out)["entries"], 45);
+    // A line dropped from the middle is caught too.
+    let dropped: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 20)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&export, dropped.join("\n") + "\n").unwrap();
+    let out = citadel(data)
+        .args(["audit", "verify", "--json", "--key", &vkey, "--export"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
     let changed = text.replacen("demo-chat", "demo-chaT", 1);
     std::fs::write(&export, changed).unwrap();
     let out = citadel(data)
