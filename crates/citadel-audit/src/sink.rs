@@ -43,7 +43,8 @@ impl Default for SinkConfig {
             durability: Durability::Durable,
             // A batch this large only forms under heavy load, where fewer,
             // larger commits drain the queue faster (bench/audit: 73k → 89k
-            // events/s against 1,024).
+            // events/s against 1,024). Queued events hold only their rows,
+            // so it costs little memory (bench/proxy RSS).
             batch_max: 4096,
             queue_max: 4_096,
             room_wait: Duration::from_secs(5),
@@ -98,19 +99,24 @@ struct Encoded {
     /// writer fetches it).
     row: Option<EventRow>,
     /// The event as it happened, for the bus (never stored as such when
-    /// it names a person).
-    event: Arc<SecurityEvent>,
+    /// it names a person). Kept only while something needs it: a decision
+    /// (which may have to be rewritten as refused), a row still to be
+    /// sealed, or a subscriber on the bus; otherwise it is freed by the
+    /// recording task, not by the single writer, and the queue holds only
+    /// the encoded row.
+    event: Option<Arc<SecurityEvent>>,
     /// A decision that gates a request (rewritten as refused if the request
     /// is refused because this event could not be committed in time).
     decision: bool,
 }
 
 impl Encoded {
-    fn new(event: SecurityEvent, vault: Option<&SubjectVault>) -> Self {
+    fn new(event: SecurityEvent, vault: Option<&SubjectVault>, keep_event: bool) -> Self {
         let row = stored_form(&event, vault);
+        let keep = keep_event || row.is_none();
         Self {
             row,
-            event: Arc::new(event),
+            event: keep.then(|| Arc::new(event)),
             decision: false,
         }
     }
@@ -119,7 +125,8 @@ impl Encoded {
     /// not be written in time: when it is finally stored, it must not read as
     /// an allowed request.
     fn mark_refused(&mut self, vault: Option<&SubjectVault>) {
-        let mut event = (*self.event).clone();
+        let Some(event) = &self.event else { return };
+        let mut event = (**event).clone();
         event.outcome = citadel_core::Outcome::Failure;
         let body = &mut event.body;
         body["status_id"] = serde_json::json!(2);
@@ -130,7 +137,7 @@ impl Encoded {
             "audit_unavailable: the request was refused because its event could not be recorded in time"
         );
         self.row = stored_form(&event, vault);
-        self.event = Arc::new(event);
+        self.event = Some(Arc::new(event));
     }
 }
 
@@ -220,7 +227,7 @@ async fn seal_pending(
     }
     let mut sealed: Vec<SecurityEvent> = pending
         .iter()
-        .map(|&i| (*events[i].event).clone())
+        .filter_map(|&i| events[i].event.as_deref().cloned())
         .collect();
     vault.seal(&mut sealed).await?;
     for (i, e) in pending.into_iter().zip(sealed) {
@@ -362,7 +369,8 @@ impl EventSink {
     /// Records an event and waits until it is committed, whatever the mode
     /// (for admin changes, which must never go unrecorded).
     pub async fn record_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
-        self.commit(Encoded::new(event, self.vault.as_deref()))
+        let keep = self.bus.receiver_count() > 0;
+        self.commit(Encoded::new(event, self.vault.as_deref(), keep))
             .await
     }
 
@@ -370,7 +378,7 @@ impl EventSink {
     /// mode. If the commit fails the caller refuses the request, so the event,
     /// stored later on retry, is rewritten to say the request was refused.
     pub async fn record_decision_durable(&self, event: SecurityEvent) -> Result<(), SinkError> {
-        let mut encoded = Encoded::new(event, self.vault.as_deref());
+        let mut encoded = Encoded::new(event, self.vault.as_deref(), true);
         encoded.decision = true;
         self.commit(encoded).await
     }
@@ -392,8 +400,9 @@ impl EventSink {
     /// store accepts it. Never refused for lack of room: admission control
     /// (see [`EventSink::has_room`]) bounds the queue, not dropping events.
     pub fn record_queued(&self, event: SecurityEvent) -> Result<(), SinkError> {
+        let keep = self.bus.receiver_count() > 0;
         self.enqueue(Message::Event(
-            Encoded::new(event, self.vault.as_deref()),
+            Encoded::new(event, self.vault.as_deref(), keep),
             None,
         ))
     }
@@ -553,7 +562,9 @@ async fn write_loop(
             let _ = done.send(());
         }
         for e in events.drain(..) {
-            let _ = sink.bus.send(e.event);
+            if let Some(event) = e.event {
+                let _ = sink.bus.send(event);
+            }
         }
     }
 }
@@ -652,7 +663,7 @@ mod tests {
         // A request that passed the health check just before the failure
         // queues its event directly; it must hear back, not hang.
         let (ack, done) = oneshot::channel();
-        let mut second = Encoded::new(event(2), None);
+        let mut second = Encoded::new(event(2), None, true);
         second.decision = true;
         sink.enqueue(Message::Event(second, Some(ack))).unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(5), done).await;
