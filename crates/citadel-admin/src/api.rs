@@ -262,6 +262,7 @@ async fn metrics(
     authorize(&state, &caller, "metrics.read", "metrics").await?;
     state.metrics.event_sink_lag.set(state.sink.lag());
     state.metrics.events_written.set(state.sink.written());
+    audit_gauges(&state).await?;
     Ok((
         [(
             http::header::CONTENT_TYPE,
@@ -270,6 +271,29 @@ async fn metrics(
         state.metrics.encode(),
     )
         .into_response())
+}
+
+/// The audit log's gauges, read at scrape time: its size, the latest
+/// checkpoint's size and age, and how far behind each exporter is (a stuck
+/// exporter shows as a growing lag).
+async fn audit_gauges(state: &AdminState) -> Result<(), AdminError> {
+    let m = &state.metrics;
+    let size = state.store.log_size().await?;
+    m.audit_log_entries.set(size as i64);
+    if let Some(c) = state.store.latest_checkpoint().await? {
+        m.audit_checkpoint_size.set(c.size as i64);
+        m.audit_checkpoint_age_seconds
+            .set((clock::now_ms() - c.created_at).max(0) / 1000);
+    }
+    for name in &state.exporters {
+        let next = state.store.export_cursor(name).await?;
+        m.audit_export_lag
+            .get_or_create(&citadel_gateway::metrics::ExporterLabels {
+                exporter: name.clone(),
+            })
+            .set(size.saturating_sub(next) as i64);
+    }
+    Ok(())
 }
 
 async fn list_users(

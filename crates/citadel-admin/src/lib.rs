@@ -50,6 +50,8 @@ pub struct AdminState {
     pub log: Arc<AuditLog>,
     /// Opens the sealed fields of events for reading; erases subjects.
     pub vault: Arc<SubjectVault>,
+    /// Names of the configured SIEM exporters (for their lag gauges).
+    pub exporters: Vec<String>,
 }
 
 /// The admin API as a listener service.

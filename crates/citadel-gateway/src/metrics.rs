@@ -35,7 +35,15 @@ pub struct UpstreamErrorLabels {
     pub kind: String,
 }
 
-/// The data plane's metrics.
+/// Labels naming a SIEM exporter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    /// Exporter name (`[[audit.export]] name`).
+    pub exporter: String,
+}
+
+/// The data plane's metrics, and the audit log's gauges (set by the admin
+/// listener when it is scraped).
 pub struct GatewayMetrics {
     registry: Registry,
     /// Requests by route, upstream and decision.
@@ -54,6 +62,14 @@ pub struct GatewayMetrics {
     pub open_connections: Gauge,
     /// Connections refused at the connection limit.
     pub refused_connections: Counter,
+    /// Entries in the Merkle audit log.
+    pub audit_log_entries: Gauge,
+    /// Tree size of the latest signed checkpoint.
+    pub audit_checkpoint_size: Gauge,
+    /// Seconds since the latest checkpoint was signed.
+    pub audit_checkpoint_age_seconds: Gauge,
+    /// Log entries each SIEM exporter has yet to deliver.
+    pub audit_export_lag: Family<ExporterLabels, Gauge>,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -115,7 +131,35 @@ impl Default for GatewayMetrics {
             "Connections refused at the connection limit",
             refused_connections.clone(),
         );
+        let audit_log_entries = Gauge::default();
+        registry.register(
+            "audit_log_entries",
+            "Entries in the Merkle audit log",
+            audit_log_entries.clone(),
+        );
+        let audit_checkpoint_size = Gauge::default();
+        registry.register(
+            "audit_checkpoint_size",
+            "Tree size of the latest signed audit checkpoint",
+            audit_checkpoint_size.clone(),
+        );
+        let audit_checkpoint_age_seconds = Gauge::default();
+        registry.register(
+            "audit_checkpoint_age_seconds",
+            "Seconds since the latest audit checkpoint was signed",
+            audit_checkpoint_age_seconds.clone(),
+        );
+        let audit_export_lag = Family::<ExporterLabels, Gauge>::default();
+        registry.register(
+            "audit_export_lag",
+            "Audit log entries a SIEM exporter has yet to deliver",
+            audit_export_lag.clone(),
+        );
         Self {
+            audit_log_entries,
+            audit_checkpoint_size,
+            audit_checkpoint_age_seconds,
+            audit_export_lag,
             registry,
             requests,
             gateway_added_seconds,

@@ -361,6 +361,12 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         metrics,
         log: log.clone(),
         vault,
+        exporters: config
+            .audit
+            .export
+            .iter()
+            .map(|e| e.name().to_owned())
+            .collect(),
     });
     let listeners = vec![
         tokio::spawn(server::serve(

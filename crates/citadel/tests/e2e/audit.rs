@@ -603,6 +603,12 @@ async fn a_configured_file_exporter_receives_the_gateway_events() {
     let r = c.chat(&key, json!({"model": "m1", "messages": []})).await;
     let id = crate::support::request_id(&r);
     let file = c.data.path().join("exports/ocsf.jsonl");
+    let metrics = c.metrics_text().await;
+    assert!(metrics.contains("citadel_audit_log_entries "), "{metrics}");
+    assert!(
+        metrics.contains("citadel_audit_export_lag{exporter=\"siem\"}"),
+        "{metrics}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
