@@ -32,7 +32,9 @@ pub use log::{AuditLog, ConsistencyProof, InclusionProof, LogError, DEFAULT_PROO
 pub use note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use sink::{Durability, EventSink, SinkConfig, SinkError};
 pub use subject::{Opened, SubjectVault, VaultError, SEALED_FIELDS};
-pub use verify::{verify_export, verify_store, verify_store_pinned, VerifyFailure, VerifyReport};
+pub use verify::{
+    verify_columns, verify_export, verify_store, verify_store_pinned, VerifyFailure, VerifyReport,
+};
 
 #[cfg(test)]
 mod tests;

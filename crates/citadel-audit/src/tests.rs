@@ -597,3 +597,37 @@ async fn replicas_must_share_the_subject_root_and_see_each_others_erasures() {
     b.forget_cached();
     assert_eq!(b.open(&mut sealed).await.unwrap(), Opened::Erased);
 }
+
+#[tokio::test]
+async fn the_deep_check_catches_filter_columns_edited_to_hide_events() {
+    let (log, _dir, _) = log_with(300).await;
+    log.checkpoint_now().await.unwrap();
+    assert_eq!(
+        crate::verify_columns(log.store(), |_| {}).await.unwrap(),
+        300
+    );
+    for (sql, index) in [
+        ("UPDATE events SET time = 0 WHERE log_index = 42", 42),
+        (
+            "UPDATE events SET outcome = 'failure' WHERE log_index = 7",
+            7,
+        ),
+        (
+            "UPDATE events SET principal = 'someone-else' WHERE log_index = 250",
+            250,
+        ),
+    ] {
+        let (log, _dir, _) = log_with(300).await;
+        log.checkpoint_now().await.unwrap();
+        tamper_with(log.store(), sql).await;
+        // The entries (and so the log) are untouched...
+        verify_store(log.store(), &log.verifier(), |_| {})
+            .await
+            .unwrap();
+        // ...but what queries filter on no longer says what they say.
+        let f = crate::verify_columns(log.store(), |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(f.index, Some(index), "{sql}: {f}");
+    }
+}

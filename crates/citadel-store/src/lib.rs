@@ -24,7 +24,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
 pub use keys::ApiKeyRecord;
-pub use log::{BundleText, LogEntry, StoredCheckpoint};
+pub use log::{BundleText, EntryColumns, LogEntry, StoredCheckpoint};
 pub use users::{RoleRecord, UserRecord};
 
 /// Which database a [`Store`] talks to.

@@ -176,6 +176,27 @@ pub(crate) async fn extend_log<'b>(
     Ok(first)
 }
 
+/// An entry with the columns stored beside it.
+#[derive(Debug, Clone)]
+pub struct EntryColumns {
+    /// Log index.
+    pub index: u64,
+    /// `id` column.
+    pub id: String,
+    /// `time` column.
+    pub time: i64,
+    /// `class_uid` column.
+    pub class_uid: i64,
+    /// `outcome` column.
+    pub outcome: String,
+    /// `principal` column.
+    pub principal: Option<String>,
+    /// `request_id` column.
+    pub request_id: Option<String>,
+    /// The entry.
+    pub body: String,
+}
+
 /// The entries of one bundle as read by [`Store::read_log_bundles`].
 #[derive(Debug, Clone)]
 pub struct BundleText {
@@ -424,6 +445,34 @@ impl Store {
         Ok(found.map(|n| n as u64))
     }
 
+    /// Entries `[from, from + count)` with the columns the store keeps
+    /// beside each (for filtering), so a verifier can check that they say
+    /// what the entry says.
+    pub async fn read_log_entry_columns(&self, from: u64, count: u64) -> Result<Vec<EntryColumns>> {
+        let rows = sqlx::query(sql_for(self.backend(), COLUMNS_RANGE))
+            .bind(from.min(i64::MAX as u64) as i64)
+            .bind(from.saturating_add(count).min(i64::MAX as u64) as i64)
+            .bind(count.min(1 << 20) as i64)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EntryColumns {
+                    index: row.try_get::<i64, _>("log_index")? as u64,
+                    id: row.try_get("id")?,
+                    time: row.try_get("time")?,
+                    class_uid: row.try_get("class_uid")?,
+                    outcome: row.try_get("outcome")?,
+                    principal: row.try_get("principal")?,
+                    request_id: row.try_get("request_id")?,
+                    body: row
+                        .try_get::<Option<String>, _>("body")?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// The smallest stored entry index at or after `from`.
     pub async fn next_log_index(&self, from: u64) -> Result<Option<u64>> {
         let next: Option<i64> = sqlx::query_scalar(sql_for(self.backend(), NEXT_INDEX))
@@ -595,6 +644,14 @@ const BUNDLE: LogSql = LogSql {
                COUNT(*) - COUNT(body) + COUNT(*) - COUNT(DISTINCT log_index) AS misplaced, \
                CAST(NULL AS TEXT) AS seqs, string_agg(body, E'\\n' ORDER BY log_index) AS bodies \
                FROM events WHERE log_index >= $1 AND log_index < $2",
+};
+const COLUMNS_RANGE: LogSql = LogSql {
+    sqlite:
+        "SELECT log_index, id, time, class_uid, outcome, principal, request_id, body FROM events \
+             WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+    postgres:
+        "SELECT log_index, id, time, class_uid, outcome, principal, request_id, body FROM events \
+               WHERE log_index >= $1 AND log_index < $2 ORDER BY log_index LIMIT $3",
 };
 const NEXT_INDEX: LogSql = LogSql {
     sqlite: "SELECT log_index FROM events WHERE seq > $1 ORDER BY seq LIMIT 1",

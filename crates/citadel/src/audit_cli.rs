@@ -62,6 +62,10 @@ pub enum AuditCommand {
         /// API key allowed `audit.read`, for reading entries over --url.
         #[arg(long, env = "CITADEL_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// Also check that the columns kept beside each entry for filtering
+        /// (time, class, outcome, principal, request id) match the entry.
+        #[arg(long, conflicts_with_all = ["url", "export"])]
+        deep: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -174,6 +178,7 @@ pub async fn run(
             state,
             ca,
             api_key,
+            deep,
             json,
         } => {
             let verifier = match &key {
@@ -221,15 +226,26 @@ pub async fn run(
                 let store = open_store(&data.database_url(database, config)).await?;
                 let started = std::time::Instant::now();
                 let mut last_said = std::time::Instant::now();
-                citadel_audit::verify_store_pinned(&store, &verifier, &pinned, |n| {
-                    if last_said.elapsed().as_secs() >= 2 {
-                        eprintln!("verified {n} entries…");
-                        last_said = std::time::Instant::now();
-                    }
-                })
-                .await
-                .map(|r| {
-                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                let verified =
+                    citadel_audit::verify_store_pinned(&store, &verifier, &pinned, |n| {
+                        if last_said.elapsed().as_secs() >= 2 {
+                            eprintln!("verified {n} entries…");
+                            last_said = std::time::Instant::now();
+                        }
+                    })
+                    .await
+                    .map(|r| serde_json::to_value(r).unwrap_or_default());
+                let checked = match (verified, deep) {
+                    (Ok(v), true) => citadel_audit::verify_columns(&store, |_| {})
+                        .await
+                        .map(|n| {
+                            let mut v = v;
+                            v["columns_checked"] = serde_json::json!(n);
+                            v
+                        }),
+                    (other, _) => other,
+                };
+                checked.map(|mut v| {
                     v["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
                     v
                 })

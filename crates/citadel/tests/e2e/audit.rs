@@ -405,11 +405,13 @@ async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_ta
     child.kill().unwrap();
     child.wait().unwrap();
 
-    // Offline, pinned to the key.
-    let (ok, out, err) = run(citadel(data).args(["audit", "verify", "--json", "--key", &vkey]));
+    // Offline, pinned to the key, with the filter columns checked too.
+    let (ok, out, err) =
+        run(citadel(data).args(["audit", "verify", "--json", "--deep", "--key", &vkey]));
     assert!(ok, "{out}{err}");
     let offline = json_of(&out);
     assert!(offline["entries"].as_u64().unwrap() > 600, "{offline}");
+    assert_eq!(offline["columns_checked"], offline["entries"], "{offline}");
 
     // Export with proofs; the export verifies, a changed export does not.
     let export = data.join("export.jsonl");
