@@ -412,6 +412,32 @@ async fn the_cli_verifies_offline_by_export_and_as_a_remote_monitor_and_finds_ta
     let offline = json_of(&out);
     assert!(offline["entries"].as_u64().unwrap() > 600, "{offline}");
     assert_eq!(offline["columns_checked"], offline["entries"], "{offline}");
+    // Held to a checkpoint saved outside the store.
+    let (ok, note, err) = run(citadel(data).args(["audit", "checkpoint"]));
+    assert!(ok, "{err}");
+    let saved = data.join("saved-checkpoint.txt");
+    std::fs::write(&saved, &note).unwrap();
+    let (ok, out, err) = run(citadel(data)
+        .args(["audit", "verify", "--json", "--key", &vkey, "--checkpoint"])
+        .arg(&saved));
+    assert!(ok, "{out}{err}");
+    // A checkpoint of some other log is refused as such (exit 1, not 2).
+    std::fs::write(
+        &saved,
+        note.replace("citadel.local/citadel", "elsewhere.example/log"),
+    )
+    .unwrap();
+    let out = citadel(data)
+        .args(["audit", "verify", "--key", &vkey, "--checkpoint"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Export with proofs; the export verifies, a changed export does not.
     let export = data.join("export.jsonl");
