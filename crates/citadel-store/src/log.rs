@@ -295,14 +295,24 @@ impl Store {
         Ok(found)
     }
 
-    /// Entries `[from, from + count)` in index order (fewer if the log is shorter).
-    pub async fn read_log_entries(&self, from: u64, count: u64) -> Result<Vec<LogEntry>> {
-        let rows = sqlx::query(sql_for(self.backend(), ENTRY_RANGE))
+    /// Rows of a range query over log indexes `[from, from + count)`.
+    async fn fetch_range(
+        &self,
+        q: LogSql,
+        from: u64,
+        count: u64,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        Ok(sqlx::query(sql_for(self.backend(), q))
             .bind(from.min(i64::MAX as u64) as i64)
             .bind(from.saturating_add(count).min(i64::MAX as u64) as i64)
             .bind(count.min(1 << 20) as i64)
             .fetch_all(self.pool())
-            .await?;
+            .await?)
+    }
+
+    /// Entries `[from, from + count)` in index order (fewer if the log is shorter).
+    pub async fn read_log_entries(&self, from: u64, count: u64) -> Result<Vec<LogEntry>> {
+        let rows = self.fetch_range(ENTRY_RANGE, from, count).await?;
         rows.iter()
             .map(|row| {
                 let index = row.try_get::<i64, _>("log_index")? as u64;
@@ -449,12 +459,7 @@ impl Store {
     /// beside each (for filtering), so a verifier can check that they say
     /// what the entry says.
     pub async fn read_log_entry_columns(&self, from: u64, count: u64) -> Result<Vec<EntryColumns>> {
-        let rows = sqlx::query(sql_for(self.backend(), COLUMNS_RANGE))
-            .bind(from.min(i64::MAX as u64) as i64)
-            .bind(from.saturating_add(count).min(i64::MAX as u64) as i64)
-            .bind(count.min(1 << 20) as i64)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = self.fetch_range(COLUMNS_RANGE, from, count).await?;
         rows.iter()
             .map(|row| {
                 Ok(EntryColumns {
