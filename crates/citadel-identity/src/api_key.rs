@@ -18,6 +18,7 @@ const SECRET_BYTES: usize = 32;
 const SECRET_LEN: usize = 43;
 
 /// Computes and checks keyed hashes of API keys.
+#[derive(Clone)]
 pub struct KeyHasher {
     key: Zeroizing<Vec<u8>>,
 }

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod events;
+mod identity;
 mod keys;
 mod log;
 mod migrate;
@@ -23,6 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
+pub use identity::{SessionRecord, ThrottleState, TotpRecord, UserCredentials};
 pub use keys::ApiKeyRecord;
 pub use log::{BundleText, EntryColumns, LogEntry, StoredCheckpoint};
 pub use users::{RoleRecord, UserRecord};

@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_subject_keys.sql"),
         postgres: include_str!("../migrations/postgres/0004_subject_keys.sql"),
     },
+    Migration {
+        version: 5,
+        description: "passwords, authenticators, sessions, sign-in throttling",
+        sqlite: include_str!("../migrations/sqlite/0005_identity.sql"),
+        postgres: include_str!("../migrations/postgres/0005_identity.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

@@ -85,13 +85,14 @@ impl Store {
     }
 
     /// Erases what names a user: the account is disabled, renamed to
-    /// `erased-<id prefix>`, and its API keys are revoked. The id stays, so
+    /// `erased-<id prefix>`, its password and authenticators are deleted,
+    /// its sessions ended and its API keys revoked. The id stays, so
     /// pseudonymous references in the audit log still line up.
     pub async fn erase_user(&self, name_or_id: &str, at: i64) -> Result<UserRecord> {
         let user = self.find_user(name_or_id).await?;
         let name = format!("erased-{}", &user.id[..user.id.len().min(8)]);
         let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE users SET disabled = 1, name = $1 WHERE id = $2")
+        sqlx::query("UPDATE users SET disabled = 1, name = $1, password_hash = NULL WHERE id = $2")
             .bind(&name)
             .bind(&user.id)
             .execute(&mut *tx)
@@ -104,6 +105,13 @@ impl Store {
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
+        for table in ["totp_authenticators", "recovery_codes"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        crate::identity::revoke_user_sessions(&mut tx, &user.id, "erased", at).await?;
         bump_enforcement_version(&mut *tx).await?;
         tx.commit().await?;
         Ok(UserRecord {
