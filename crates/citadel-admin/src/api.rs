@@ -187,6 +187,8 @@ async fn decide(
         source_ip: caller.info.client.ip(),
         method: caller.method.as_str(),
         path: &caller.path,
+        auth_method: "api_key",
+        mfa: false,
     };
     let decision = state
         .policy

@@ -50,6 +50,19 @@ pub enum ErrorCode {
     OutOfRange,
     /// The stored audit log is damaged; `citadel audit verify` says where.
     AuditLogDamaged,
+    /// A second factor is required: sign in again with `totp` or `recovery_code`.
+    MfaRequired,
+    /// The second factor given was wrong, malformed or already used.
+    MfaFailed,
+    /// Policy requires a second factor the user has not enrolled.
+    MfaEnrollmentRequired,
+    /// Too many failed sign-ins; see `Retry-After`.
+    LoginLocked,
+    /// A browser-session request that changes something lacked the
+    /// session's `X-CSRF-Token`.
+    CsrfFailed,
+    /// A new password does not meet the password policy.
+    WeakPassword,
     /// An unexpected internal error; details are in the server log.
     Internal,
 }
@@ -79,6 +92,12 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::OutOfRange => "out_of_range",
             Self::AuditLogDamaged => "audit_log_damaged",
+            Self::MfaRequired => "mfa_required",
+            Self::MfaFailed => "mfa_failed",
+            Self::MfaEnrollmentRequired => "mfa_enrollment_required",
+            Self::LoginLocked => "login_locked",
+            Self::CsrfFailed => "csrf_failed",
+            Self::WeakPassword => "weak_password",
             Self::Internal => "internal_error",
         }
     }
@@ -87,7 +106,10 @@ impl ErrorCode {
     pub fn status(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::InvalidCredentials => S::UNAUTHORIZED,
+            Self::InvalidCredentials | Self::MfaRequired | Self::MfaFailed => S::UNAUTHORIZED,
+            Self::MfaEnrollmentRequired | Self::CsrfFailed => S::FORBIDDEN,
+            Self::LoginLocked => S::TOO_MANY_REQUESTS,
+            Self::WeakPassword => S::BAD_REQUEST,
             Self::Forbidden => S::FORBIDDEN,
             Self::UnknownModel | Self::RouteNotFound | Self::NotFound => S::NOT_FOUND,
             Self::InvalidJson | Self::InvalidRequest | Self::InvalidPolicy | Self::OutOfRange => {

@@ -148,11 +148,26 @@ impl SecurityEvent {
         } else {
             EventClass::ApiActivity
         };
-        let (activity_id, activity) = match operation.rsplit('.').next() {
-            Some("create") => (1, "Create"),
-            Some("revoke") => (4, "Delete"),
-            Some("disable") => (5, "Disable"),
-            _ => (99, "Other"),
+        let verb = operation.rsplit('.').next();
+        let (activity_id, activity) = if identity {
+            // OCSF Account Change activities.
+            match verb {
+                Some("create") => (1, "Create"),
+                Some("password") => (4, "Password Reset"),
+                Some("disable") => (5, "Disable"),
+                Some("revoke" | "erase") => (6, "Delete"),
+                Some("unlock") => (12, "Unlock"),
+                Some("mfa_enroll") => (10, "MFA Factor Enable"),
+                Some("mfa_remove") => (11, "MFA Factor Disable"),
+                _ => (99, "Other"),
+            }
+        } else {
+            // OCSF API Activity activities.
+            match verb {
+                Some("create") => (1, "Create"),
+                Some("revoke") => (4, "Delete"),
+                _ => (99, "Other"),
+            }
         };
         Self::builder(class, activity_id, activity, Outcome::Success)
             .field(

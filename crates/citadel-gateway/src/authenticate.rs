@@ -1,20 +1,28 @@
 //! Layer 3, authenticate: who is this? Verifies the `Authorization: Bearer`
 //! API key against the in-memory credential snapshot (a keyed hash and a
-//! constant-time compare: microseconds, no I/O). A refusal is always 401
-//! `invalid_credentials`, whatever the reason, so a caller learns nothing
-//! about which keys exist; the reason goes into the Authentication event,
-//! which is recorded before the 401 is released.
+//! constant-time compare: microseconds, no I/O), or, when no
+//! `Authorization` header is sent, the browser session cookie (a hash and a
+//! map lookup; the store is read once per session and replica). A refusal
+//! is always 401 `invalid_credentials`, whatever the reason, so a caller
+//! learns nothing about which keys or sessions exist; the reason goes into
+//! the Authentication event, which is recorded before the 401 is released.
 //!
-//! The client's credential is removed from the request here, so it can
+//! A browser session may only change things (any method but GET, HEAD,
+//! OPTIONS) with the session's CSRF token in `X-CSRF-Token` (403
+//! `csrf_failed`): the cookie is `SameSite=Strict` already, and the token
+//! is the second lock for browsers or proxies that get SameSite wrong.
+//!
+//! The client's credential (the `Authorization` header, the session
+//! cookie, the CSRF header) is removed from the request here, so it can
 //! never reach an upstream.
 
 use std::sync::Arc;
 
 use citadel_core::{clock::now_ms, ApiError, ErrorCode};
-use citadel_identity::{AuthFailure, KeyRegistry, VerifiedKey};
+use citadel_identity::{AuthFailure, KeyRegistry, LiveSession, VerifiedKey};
 
 use crate::config::RateLimit;
-use crate::context::info_and_trail;
+use crate::context::{info_and_trail, RequestInfo, Trail};
 use crate::events::{authentication_failed, RequestView};
 use crate::stage::{call_next, Next, StageLayer};
 use crate::state::GatewayState;
@@ -57,16 +65,128 @@ pub async fn refuse_credentials(
     failure: AuthFailure,
     service: &str,
 ) -> GatewayResponse {
-    let event = authentication_failed(view, failure, service);
-    tracing::info!(request_id = %view.info.id, client = %view.info.client, reason = failure.as_str(), "authentication refused");
+    refuse_authentication(state, view, failure.as_str(), "Bearer API key", service).await
+}
+
+/// The 401 for any refused credential (`reason` and `protocol` go to the
+/// event only).
+pub async fn refuse_authentication(
+    state: &GatewayState,
+    view: &RequestView<'_>,
+    reason: &str,
+    protocol: &str,
+    service: &str,
+) -> GatewayResponse {
+    let event = authentication_failed(view, reason, protocol, service, None);
+    tracing::info!(request_id = %view.info.id, client = %view.info.client, reason, "authentication refused");
     let refusal = match crate::events::record_decision(&state.sink, event).await {
         Ok(()) => ApiError::new(
             ErrorCode::InvalidCredentials,
-            "missing or invalid credentials; send `Authorization: Bearer <API key>`",
+            "missing or invalid credentials; send `Authorization: Bearer <API key>`, or sign in at POST /auth/login",
         ),
         Err(e) => e,
     };
     error_response(&refusal, Some(&view.info.id))
+}
+
+/// The header a browser session's changing requests carry its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn changes_something(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
+}
+
+/// The browser session a request carries, if it carries a session cookie:
+/// `None` without one, `Some(Err(response))` when it is refused (the event
+/// recorded), `Some(Ok(session))` when it holds, with the CSRF token
+/// checked for requests that change something.
+pub(crate) async fn session_of(
+    state: &GatewayState,
+    parts: &http::request::Parts,
+    info: &RequestInfo,
+    trail: &Trail,
+) -> Option<Result<LiveSession, GatewayResponse>> {
+    let sessions = &state.signin.sessions;
+    let view = RequestView::of_parts(info, &parts.method, &parts.uri, &parts.headers);
+    let cookies = parts
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let verified = match sessions.config().token_in(cookies) {
+        Ok(Some(token)) => sessions.verify(token, now_ms()).await,
+        Ok(None) => return None,
+        Err(failure) => Err(failure),
+    };
+    let session = match verified {
+        Ok(s) => s,
+        Err(failure) => {
+            trail.update(|t| t.error = Some(ErrorCode::InvalidCredentials));
+            return Some(Err(refuse_authentication(
+                state,
+                &view,
+                failure.as_str(),
+                "Session cookie",
+                "gateway",
+            )
+            .await));
+        }
+    };
+    if changes_something(&parts.method) {
+        let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !presented.is_some_and(|p| session.csrf_matches(p)) {
+            trail.update(|t| t.error = Some(ErrorCode::CsrfFailed));
+            let reason = if presented.is_some() {
+                "csrf_token_mismatch"
+            } else {
+                "csrf_token_missing"
+            };
+            let event = authentication_failed(
+                &view,
+                reason,
+                "Session cookie",
+                "gateway",
+                Some(&session.principal),
+            );
+            tracing::info!(request_id = %info.id, reason, "browser session request refused");
+            let refusal = match crate::events::record_decision(&state.sink, event).await {
+                Ok(()) => ApiError::new(
+                    ErrorCode::CsrfFailed,
+                    format!(
+                        "send the session's CSRF token (from sign-in) in the {CSRF_HEADER} header"
+                    ),
+                ),
+                Err(e) => e,
+            };
+            return Some(Err(error_response(&refusal, Some(&info.id))));
+        }
+    }
+    Some(Ok(session))
+}
+
+/// Removes the session cookie (keeping the client's other cookies) and the
+/// CSRF header, so neither reaches an upstream.
+fn strip_session_credentials(state: &GatewayState, headers: &mut http::HeaderMap) {
+    let name = &state.signin.sessions.config().cookie_name;
+    let kept: Vec<String> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(name.as_str()))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = http::HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(http::header::COOKIE, v);
+        }
+    }
+    headers.remove(CSRF_HEADER);
 }
 
 async fn authenticate(
@@ -75,9 +195,31 @@ async fn authenticate(
     next: Next,
 ) -> GatewayResponse {
     let (info, trail) = info_and_trail(&req);
+    if !req.headers().contains_key(http::header::AUTHORIZATION) {
+        let (mut parts, body) = req.into_parts();
+        let found = session_of(&state, &parts, &info, &trail).await;
+        if found.is_some() {
+            strip_session_credentials(&state, &mut parts.headers);
+        }
+        req = GatewayRequest::from_parts(parts, body);
+        match found {
+            Some(Ok(session)) => {
+                trail.update(|t| {
+                    t.principal = Some(session.principal.clone());
+                    t.auth_method = Some("session");
+                    t.mfa = session.mfa_at.is_some();
+                });
+                req.extensions_mut().insert(session);
+                return call_next(next, req).await;
+            }
+            Some(Err(refusal)) => return refusal,
+            None => {}
+        }
+    }
     match verify_bearer(&state.registry, req.headers()) {
         Ok(key) => {
             req.headers_mut().remove(http::header::AUTHORIZATION);
+            strip_session_credentials(&state, req.headers_mut());
             req.extensions_mut().insert(KeyLimits(RateLimit {
                 rpm: key.rpm.map(|v| v.max(0) as u64),
                 tpm: key.tpm.map(|v| v.max(0) as u64),
@@ -85,6 +227,7 @@ async fn authenticate(
             trail.update(|t| {
                 t.principal = Some(key.principal.clone());
                 t.key_id = Some(key.key_id.clone());
+                t.auth_method = Some("api_key");
             });
             call_next(next, req).await
         }

@@ -38,6 +38,8 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         source_ip: info.client.ip(),
         method: req.method().as_str(),
         path: req.uri().path(),
+        auth_method: trail.auth_method(),
+        mfa: trail.mfa(),
     };
     let (action, resource, resource_json) = match &target {
         Target::Model { upstream, model } => (

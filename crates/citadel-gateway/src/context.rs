@@ -29,6 +29,10 @@ pub struct TrailData {
     pub principal: Option<Arc<Principal>>,
     /// The API key used.
     pub key_id: Option<String>,
+    /// How the caller authenticated (`api_key`, `session`).
+    pub auth_method: Option<&'static str>,
+    /// Whether the caller's credential carries a proved second factor.
+    pub mfa: bool,
     /// Upstream chosen.
     pub upstream: Option<String>,
     /// Model requested.
@@ -58,6 +62,16 @@ impl Trail {
     /// The authenticated principal, if any.
     pub fn principal(&self) -> Option<Arc<Principal>> {
         self.0.lock().principal.clone()
+    }
+
+    /// How the caller authenticated (`none` before authentication).
+    pub fn auth_method(&self) -> &'static str {
+        self.0.lock().auth_method.unwrap_or("none")
+    }
+
+    /// Whether a second factor was proved.
+    pub fn mfa(&self) -> bool {
+        self.0.lock().mfa
     }
 
     /// A copy of what is known now.

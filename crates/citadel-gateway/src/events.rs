@@ -2,7 +2,6 @@
 //! place so every decision is described the same way (OCSF field names).
 
 use citadel_core::{EventClass, Outcome, Principal, SecurityEvent};
-use citadel_identity::AuthFailure;
 use serde_json::json;
 
 use crate::context::RequestInfo;
@@ -95,12 +94,21 @@ pub struct RequestView<'a> {
 impl<'a> RequestView<'a> {
     /// The view of a request as it arrived.
     pub fn of(info: &'a RequestInfo, req: &'a crate::GatewayRequest) -> Self {
+        Self::of_parts(info, req.method(), req.uri(), req.headers())
+    }
+
+    /// The view from a request's parts.
+    pub fn of_parts(
+        info: &'a RequestInfo,
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> Self {
         Self {
             info,
-            method: req.method(),
-            path: req.uri().path(),
-            user_agent: req
-                .headers()
+            method,
+            path: uri.path(),
+            user_agent: headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
         }
@@ -115,19 +123,82 @@ impl<'a> RequestView<'a> {
 /// is recorded for investigators; the client only hears `invalid_credentials`.
 pub fn authentication_failed(
     view: &RequestView<'_>,
-    failure: AuthFailure,
+    reason: &str,
+    protocol: &str,
     service: &str,
+    principal: Option<&Principal>,
 ) -> SecurityEvent {
     let (src, req) = view.fields();
-    SecurityEvent::builder(EventClass::Authentication, 1, "Logon", Outcome::Failure)
-        .request_id(&view.info.id)
-        .field("auth_protocol", json!("Bearer API key"))
+    let mut b = SecurityEvent::builder(EventClass::Authentication, 1, "Logon", Outcome::Failure);
+    if let Some(p) = principal {
+        b = b.actor(p);
+    }
+    b.request_id(&view.info.id)
+        .field("auth_protocol", json!(protocol))
         .field("src_endpoint", src)
         .field("http_request", req)
-        .field("status_detail", json!(failure.as_str()))
+        .field("status_detail", json!(reason))
         .field("service", json!({"name": service}))
         .disposition(false)
         .build()
+}
+
+/// What a sign-in, sign-out or step-up did, for its event.
+#[derive(Debug, Clone)]
+pub struct SignInFacts<'a> {
+    /// OCSF activity: 1 Logon, 2 Logoff, 99 Other (step-up).
+    pub activity: (i64, &'static str),
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// The person, when known.
+    pub principal: Option<&'a Principal>,
+    /// The name the client claimed, when the person is not known.
+    pub claimed_name: Option<&'a str>,
+    /// Stable reason (`wrong_password`, `replayed_code`, `logout`, …).
+    pub reason: &'a str,
+    /// Methods proved (`pwd`, `otp`, `recovery`).
+    pub methods: &'a [String],
+    /// The session made or ended: id and end, Unix ms.
+    pub session: Option<(&'a str, i64)>,
+    /// The throttle's lock now in force, Unix ms.
+    pub locked_until: Option<i64>,
+}
+
+/// A person's sign-in, sign-out or step-up (Authentication 3002). Never
+/// carries a password, code or token: only which methods were proved.
+pub fn sign_in_event(view: &RequestView<'_>, facts: &SignInFacts<'_>) -> SecurityEvent {
+    let (src, req) = view.fields();
+    let (activity_id, activity) = facts.activity;
+    let mut b = SecurityEvent::builder(
+        EventClass::Authentication,
+        activity_id,
+        activity,
+        facts.outcome,
+    )
+    .request_id(&view.info.id)
+    .field("auth_protocol", json!("Password"))
+    .field("is_mfa", json!(facts.methods.len() > 1))
+    .field("src_endpoint", src)
+    .field("http_request", req)
+    .field("status_detail", json!(facts.reason))
+    .field("service", json!({"name": "gateway"}))
+    .field(
+        "unmapped",
+        json!({"auth_methods": facts.methods, "locked_until": facts.locked_until}),
+    )
+    .disposition(facts.outcome == Outcome::Success);
+    if let Some(p) = facts.principal {
+        b = b.actor(p);
+    } else if let Some(name) = facts.claimed_name {
+        b = b.actor_named(&format!("claimed:{name}"), name, "user");
+    }
+    if let Some((id, expires)) = facts.session {
+        b = b.field(
+            "session",
+            json!({"uid": id, "expiration_time": expires, "is_mfa": facts.methods.len() > 1}),
+        );
+    }
+    b.build()
 }
 
 /// An authorization decision (API Activity 6003): who, what, on what, which

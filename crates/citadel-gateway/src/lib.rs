@@ -7,7 +7,8 @@
 //! | — | `server.rs` | connection limit, TLS, header deadline |
 //! | 9 (outermost, so it sees every outcome) | `record.rs` | — |
 //! | 1 | `intake.rs` | 431, 413, 503 `audit_unavailable` |
-//! | 3 | `authenticate.rs` | 401 `invalid_credentials` |
+//! | 3a | `signin.rs` (`/auth/*`: sign-in, sign-out, step-up) | 401, 403, 429 `login_locked` |
+//! | 3 | `authenticate.rs` (API key or session cookie) | 401 `invalid_credentials`, 403 `csrf_failed` |
 //! | — | `route.rs` | 400 `invalid_json`, 404 `unknown_model`, 408, 413 |
 //! | 5 | `authorize.rs` | 403 `forbidden` |
 //! | 5b | `ratelimit.rs` | 429 `rate_limited` |
@@ -31,6 +32,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod route;
 pub mod server;
+pub mod signin;
 pub mod stage;
 pub mod state;
 pub mod upstream;
@@ -47,6 +49,7 @@ pub fn gateway_service(state: Arc<GatewayState>) -> server::ListenerService {
     let stack = tower::ServiceBuilder::new()
         .layer(record::layer(state.clone()))
         .layer(intake::layer(state.clone()))
+        .layer(signin::layer(state.clone()))
         .layer(authenticate::layer(state.clone()))
         .layer(route::layer(state.clone()))
         .layer(authorize::layer(state.clone()))

@@ -289,6 +289,8 @@ async fn list_models(
         source_ip: info.client.ip(),
         method: method.as_str(),
         path,
+        auth_method: trail.auth_method(),
+        mfa: trail.mfa(),
     };
     let mut data = Vec::new();
     let mut policies = Vec::new();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use citadel_audit::EventSink;
-use citadel_identity::KeyRegistry;
+use citadel_identity::{KeyRegistry, SignIn};
 use citadel_policy::PolicyEngine;
 
 use crate::config::GatewayConfig;
@@ -19,6 +19,8 @@ pub struct GatewayState {
     pub config: GatewayConfig,
     /// API keys.
     pub registry: Arc<KeyRegistry>,
+    /// People: passwords, second factors, sessions, throttle.
+    pub signin: Arc<SignIn>,
     /// Cedar policies.
     pub policy: Arc<PolicyEngine>,
     /// Security event sink.
@@ -62,6 +64,7 @@ impl GatewayState {
     pub fn new(
         config: GatewayConfig,
         registry: Arc<KeyRegistry>,
+        signin: Arc<SignIn>,
         policy: Arc<PolicyEngine>,
         sink: Arc<EventSink>,
         metrics: Arc<GatewayMetrics>,
@@ -89,6 +92,7 @@ impl GatewayState {
         Ok(Arc::new(Self {
             config,
             registry,
+            signin,
             policy,
             sink,
             metrics,

@@ -26,6 +26,12 @@ pub enum AccountError {
         /// The role asked for.
         role: String,
     },
+    /// The password does not meet the policy.
+    #[error("{0}")]
+    WeakPassword(#[from] crate::password::PasswordProblem),
+    /// The password could not be hashed.
+    #[error(transparent)]
+    Hash(#[from] crate::password::HashError),
     /// Storage refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -76,6 +82,21 @@ pub async fn create_user(
     };
     store.create_user(&user).await?;
     Ok(user)
+}
+
+/// Sets (or replaces) a user's password after checking it against the
+/// policy. Ends the user's sessions; returns how many.
+pub async fn set_password(
+    store: &Store,
+    passwords: &crate::Passwords,
+    name_or_id: &str,
+    password: zeroize::Zeroizing<String>,
+) -> Result<(UserRecord, u64), AccountError> {
+    let user = store.find_user(name_or_id).await?;
+    passwords.check_policy(&user.name, &password)?;
+    let hash = passwords.hash(password).await?;
+    let ended = store.set_password_hash(&user.id, &hash, now_ms()).await?;
+    Ok((user, ended))
 }
 
 /// Creates a custom role.

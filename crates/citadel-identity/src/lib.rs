@@ -24,7 +24,9 @@ pub mod session;
 pub mod signin;
 pub mod throttle;
 
-pub use accounts::{create_api_key, create_role, create_user, AccountError, KeyRequest};
+pub use accounts::{
+    create_api_key, create_role, create_user, set_password, AccountError, KeyRequest,
+};
 pub use api_key::{KeyHasher, NewApiKey, KEY_PREFIX};
 pub use mfa::{FactorCheck, Factors, TotpConfig, TotpEnrollment};
 pub use password::{PasswordConfig, PasswordProblem, Passwords};
@@ -32,3 +34,49 @@ pub use registry::{AuthFailure, KeyRegistry, VerifiedKey};
 pub use session::{LiveSession, NewSession, SessionConfig, SessionFailure, Sessions};
 pub use signin::{SignIn, SignInFailure, SignInRequest, SignInResult};
 pub use throttle::{LockoutConfig, Throttle};
+
+/// `[identity]`: how people sign in.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// `[identity.password]`.
+    pub password: PasswordConfig,
+    /// `[identity.totp]`.
+    pub totp: TotpConfig,
+    /// `[identity.sessions]`.
+    pub sessions: SessionConfig,
+    /// `[identity.lockout]`.
+    pub lockout: LockoutConfig,
+}
+
+impl IdentityConfig {
+    /// Checks every section (the deny-list files are read when sign-in is built).
+    pub fn validate(&self) -> Result<(), String> {
+        self.password.validate()?;
+        self.totp.validate()?;
+        self.sessions.validate()?;
+        self.lockout.validate()
+    }
+}
+
+impl SignIn {
+    /// Sign-in as configured: `sealing` is the authenticator-secrets key
+    /// (TOTP seeds), `hasher` the installation's keyed hash (recovery codes).
+    pub async fn from_config(
+        store: citadel_store::Store,
+        config: &IdentityConfig,
+        sealing: std::sync::Arc<citadel_crypto::SealingKey>,
+        hasher: KeyHasher,
+    ) -> Result<Self, String> {
+        let passwords = Passwords::new(config.password.clone())?;
+        let factors = std::sync::Arc::new(Factors::new(
+            store.clone(),
+            sealing,
+            hasher,
+            config.totp.clone(),
+        )?);
+        let sessions = Sessions::new(store.clone(), config.sessions.clone()).await?;
+        let throttle = Throttle::new(store.clone(), config.lockout.clone())?;
+        Ok(Self::new(store, passwords, factors, sessions, throttle))
+    }
+}

@@ -136,6 +136,21 @@ pub struct TotpEnrollment {
     pub period: u64,
 }
 
+impl TotpEnrollment {
+    /// The URI as a QR code drawn with Unicode half blocks, for a terminal.
+    pub fn qr_for_terminal(&self) -> String {
+        qrcode::QrCode::new(self.otpauth_uri.as_bytes())
+            .map(|qr| {
+                qr.render::<qrcode::render::unicode::Dense1x2>()
+                    .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                    .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                    .quiet_zone(true)
+                    .build()
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl std::fmt::Debug for TotpEnrollment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TotpEnrollment")

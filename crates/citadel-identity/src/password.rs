@@ -51,6 +51,30 @@ impl Default for PasswordConfig {
     }
 }
 
+impl PasswordConfig {
+    /// Checks the settings; the Argon2 parameters they make.
+    pub fn validate(&self) -> Result<Params, String> {
+        if self.min_length < 8 {
+            return Err(
+                "identity.password.min_length: must be at least 8 (NIST SP 800-63B)".into(),
+            );
+        }
+        if self.max_length < self.min_length || self.max_length > 4096 {
+            return Err("identity.password.max_length: must be between min_length and 4096".into());
+        }
+        if self.max_concurrent_hashes == 0 {
+            return Err("identity.password.max_concurrent_hashes: must be at least 1".into());
+        }
+        Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| format!("identity.password.argon2_*: {e}"))
+    }
+}
+
 /// Why a password was refused (the password itself is never in the message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordProblem {
@@ -124,24 +148,7 @@ fn read_deny_list(text: &str, into: &mut HashSet<String>) {
 impl Passwords {
     /// Builds from config, reading the extra deny lists.
     pub fn new(config: PasswordConfig) -> Result<Self, String> {
-        if config.min_length < 8 {
-            return Err(
-                "identity.password.min_length: must be at least 8 (NIST SP 800-63B)".into(),
-            );
-        }
-        if config.max_length < config.min_length || config.max_length > 4096 {
-            return Err("identity.password.max_length: must be between min_length and 4096".into());
-        }
-        if config.max_concurrent_hashes == 0 {
-            return Err("identity.password.max_concurrent_hashes: must be at least 1".into());
-        }
-        let params = Params::new(
-            config.argon2_memory_kib,
-            config.argon2_iterations,
-            config.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| format!("identity.password.argon2_*: {e}"))?;
+        let params = config.validate()?;
         let mut deny = HashSet::new();
         read_deny_list(BUNDLED_DENY_LIST, &mut deny);
         for path in &config.extra_deny_lists {

@@ -160,7 +160,7 @@ impl SignIn {
     pub async fn sign_in(
         &self,
         request: SignInRequest,
-        policy: &dyn SignInPolicy,
+        policy: &(dyn SignInPolicy + Sync),
     ) -> citadel_store::Result<SignInResult> {
         let now = now_ms();
         let ip = request.source_ip;

@@ -30,6 +30,8 @@ pub enum Action {
     Admin(&'static str),
     /// Giving a role to a new user or key.
     GrantRole,
+    /// A person signing in.
+    SignIn,
 }
 
 impl Action {
@@ -40,6 +42,7 @@ impl Action {
             Self::CallRoute => "call_route",
             Self::Admin(op) => op,
             Self::GrantRole => "grant_role",
+            Self::SignIn => "sign_in",
         }
     }
 }
@@ -76,6 +79,8 @@ pub enum Resource<'a> {
     AdminApi(&'a str),
     /// A role, for [`Action::GrantRole`].
     Role(&'a str),
+    /// A listener, for [`Action::SignIn`].
+    Listener(&'a str),
 }
 
 /// Facts about the request, passed to Cedar as context.
@@ -87,6 +92,10 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// Request path.
     pub path: &'a str,
+    /// How the caller proved who they are (`api_key`, `session`, `password`).
+    pub auth_method: &'a str,
+    /// Whether a second factor was proved.
+    pub mfa: bool,
 }
 
 /// The answer.
@@ -115,6 +124,8 @@ struct DecisionKey {
     source_ip: IpAddr,
     method: String,
     path: String,
+    auth_method: String,
+    mfa: bool,
 }
 
 impl DecisionKey {
@@ -156,10 +167,19 @@ impl DecisionKey {
                     String::new(),
                     String::new(),
                 ),
+                Resource::Listener(name) => (
+                    4,
+                    (*name).to_owned(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
             },
             source_ip: facts.source_ip,
             method: facts.method.to_owned(),
             path: facts.path.to_owned(),
+            auth_method: facts.auth_method.to_owned(),
+            mfa: facts.mfa,
         }
     }
 }
@@ -411,6 +431,11 @@ impl PolicyEngine {
                 entities.push(Entity::with_uid(id.clone()));
                 id
             }
+            Resource::Listener(name) => {
+                let id = uid("Citadel::Listener", name);
+                entities.push(Entity::with_uid(id.clone()));
+                id
+            }
         };
         let context = Context::from_pairs([
             (
@@ -419,6 +444,8 @@ impl PolicyEngine {
             ),
             ("method".to_owned(), string(facts.method)),
             ("path".to_owned(), string(facts.path)),
+            ("auth_method".to_owned(), string(facts.auth_method)),
+            ("mfa".to_owned(), RestrictedExpression::new_bool(facts.mfa)),
         ])
         .map_err(|e| e.to_string())?;
         match self.action_entities.get(action.cedar_id()) {

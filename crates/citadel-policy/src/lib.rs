@@ -29,6 +29,10 @@ pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
         "gateway.cedar",
         include_str!("../../../policies/gateway.cedar"),
     ),
+    (
+        "identity.cedar",
+        include_str!("../../../policies/identity.cedar"),
+    ),
 ];
 
 /// The admin operations, each a Cedar action in `admin_read` or `admin_write`.

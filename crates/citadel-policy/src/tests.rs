@@ -26,6 +26,8 @@ fn facts() -> RequestFacts<'static> {
         source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         method: "POST",
         path: "/v1/chat/completions",
+        auth_method: "api_key",
+        mfa: false,
     }
 }
 
@@ -308,4 +310,43 @@ fn only_admins_grant_the_privileged_roles() {
     assert!(grant(&["admin"], "admin"));
     assert!(!grant(&["auditor"], "developer"));
     assert!(!grant(&["developer"], "developer"));
+}
+
+#[test]
+fn default_policies_require_a_second_factor_of_admins_and_operators_at_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let person = |roles: &[&str]| Principal {
+        kind: PrincipalKind::User,
+        id: "u-1".into(),
+        credential: "password".into(),
+        ..who(roles)
+    };
+    let signing_in = |mfa| RequestFacts {
+        method: "POST",
+        path: "/auth/login",
+        auth_method: "password",
+        mfa,
+        ..facts()
+    };
+    let gateway = Resource::Listener("gateway");
+    for (roles, without, with) in [
+        (&["developer"][..], true, true),
+        (&["admin"][..], false, true),
+        (&["operator", "developer"][..], false, true),
+        (&["auditor"][..], true, true),
+    ] {
+        let d = engine.authorize(&person(roles), Action::SignIn, &gateway, &signing_in(false));
+        assert_eq!(d.allowed, without, "{roles:?} without MFA: {d:?}");
+        let d = engine.authorize(&person(roles), Action::SignIn, &gateway, &signing_in(true));
+        assert_eq!(d.allowed, with, "{roles:?} with MFA: {d:?}");
+    }
+    let d = engine.authorize(
+        &person(&["admin"]),
+        Action::SignIn,
+        &gateway,
+        &signing_in(false),
+    );
+    assert_eq!(d.policies, vec!["mfa-for-privileged-roles"]);
 }

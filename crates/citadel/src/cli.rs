@@ -143,6 +143,54 @@ pub enum UserCommand {
         /// Role (repeat for several).
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
+        /// Read the user's password from standard input (checked against
+        /// the password policy); without it the user cannot sign in with a
+        /// password until `citadel user password` sets one.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set or reset a user's password (read from standard input); ends
+    /// the user's sessions.
+    Password {
+        /// Name or id.
+        name: String,
+        /// Read the password from standard input (required: passwords are
+        /// never taken as arguments, which other users can see).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Second factors: TOTP authenticators and recovery codes.
+    #[command(subcommand)]
+    Mfa(crate::user_cli::MfaCommand),
+    /// A user's browser sessions.
+    Sessions {
+        /// Name or id.
+        name: String,
+        /// Include ended and expired sessions.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a user out everywhere: every session ends on the next request.
+    SignOut {
+        /// Name or id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift sign-in locks on a user's account.
+    Unlock {
+        /// Name or id.
+        name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -260,21 +308,21 @@ fn load_config(cli: &Cli, data: &DataDir) -> Result<Config> {
     }
 }
 
-fn operator_event(operation: &str, resource: serde_json::Value) -> SecurityEvent {
+pub(crate) fn operator_event(operation: &str, resource: serde_json::Value) -> SecurityEvent {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     SecurityEvent::change(operation, "cli", resource)
         .actor_named(&format!("cli:{user}"), &user, "operator")
         .build()
 }
 
-async fn record_event(store: &Store, event: SecurityEvent) -> Result<()> {
+pub(crate) async fn record_event(store: &Store, event: SecurityEvent) -> Result<()> {
     store
         .append_events(&[event])
         .await
         .context("the change was made but its security event could not be recorded")
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, value)?;
     writeln!(out)?;
@@ -334,18 +382,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Key(cmd) => {
+            data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             run_key(&store, &data, cmd).await
         }
         Command::User(cmd) => {
+            data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
-            run_user(&store, &data, cmd).await
+            run_user(&store, &data, &config, cmd).await
         }
         Command::Role(cmd) => {
+            data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             run_role(&store, cmd).await
         }
         Command::Events(cmd) => {
+            data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             run_events(&store, &data, cmd).await
         }
@@ -458,7 +510,7 @@ async fn run_key(store: &Store, data: &DataDir, cmd: KeyCommand) -> Result<()> {
     }
 }
 
-async fn record_event_and_print(
+pub(crate) async fn record_event_and_print(
     store: &Store,
     operation: &str,
     resource: serde_json::Value,
@@ -475,19 +527,56 @@ async fn record_event_and_print(
     }
 }
 
-async fn run_user(store: &Store, data: &DataDir, cmd: UserCommand) -> Result<()> {
+async fn run_user(store: &Store, data: &DataDir, config: &Config, cmd: UserCommand) -> Result<()> {
     match cmd {
-        UserCommand::Create { name, roles, json } => {
+        UserCommand::Create {
+            name,
+            roles,
+            password_stdin,
+            json,
+        } => {
+            // Read and check the password before anything is created, so a
+            // refused password leaves no half-made user behind.
+            let password = if password_stdin {
+                let password = crate::user_cli::password_from_stdin()?;
+                let signin = data.sign_in(store, config).await?;
+                signin
+                    .passwords
+                    .check_policy(&name, &password)
+                    .map_err(|p| anyhow::anyhow!("weak_password: {p}"))?;
+                let hash = signin.passwords.hash(password).await?;
+                Some(hash)
+            } else {
+                None
+            };
             let user = citadel_identity::create_user(store, &name, roles).await?;
+            if let Some(hash) = &password {
+                store
+                    .set_password_hash(&user.id, hash, clock::now_ms())
+                    .await?;
+            }
             record_event_and_print(
                 store,
                 "users.create",
                 serde_json::json!({"type": "User", "uid": user.id}),
-                &user,
+                &serde_json::json!({"id": user.id, "name": user.name, "roles": user.roles, "disabled": user.disabled, "created_at": user.created_at, "password_set": password.is_some()}),
                 json,
                 &format!("created user {} ({})", user.name, user.id),
             )
             .await
+        }
+        UserCommand::Password {
+            name,
+            password_stdin: _,
+            json,
+        } => crate::user_cli::set_password(store, data, config, &name, json).await,
+        UserCommand::Mfa(cmd) => crate::user_cli::run_mfa(store, data, config, cmd).await,
+        UserCommand::Sessions { name, all, json } => {
+            crate::user_cli::list_sessions(store, &name, all, json).await
+        }
+        UserCommand::SignOut { name, json } => crate::user_cli::sign_out(store, &name, json).await,
+        UserCommand::Unlock { name, json } => {
+            crate::user_cli::unlock(store, data, config, &name, json).await
         }
         UserCommand::List { json } => {
             let users = store.list_users().await?;

@@ -31,6 +31,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// `[[upstream]]`.
     pub upstream: Vec<UpstreamConfig>,
+    /// `[identity]`: passwords, second factors, sessions, lockout.
+    pub identity: citadel_identity::IdentityConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimitConfig::default(),
             upstream: Vec::new(),
+            identity: Default::default(),
         }
     }
 }
@@ -155,7 +158,11 @@ impl Config {
             line: 0,
             reason: e.to_string(),
         })?;
-        Self::parse(&text, &file)
+        let mut config = Self::parse(&text, &file)?;
+        if let Some(dir) = path.parent() {
+            citadel_identity::password::resolve_deny_lists(&mut config.identity.password, dir);
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; `file` names it in errors.
@@ -191,6 +198,19 @@ impl Config {
                 line,
                 reason: p.to_string(),
             }
+        })?;
+        config.identity.validate().map_err(|reason| ConfigError {
+            file: file.to_owned(),
+            line: reason
+                .split(':')
+                .next()
+                .and_then(|setting| setting.rsplit_once('.'))
+                .and_then(|(section, _)| {
+                    let header = format!("[{section}]");
+                    text.lines().position(|l| l.trim() == header)
+                })
+                .map_or(0, |i| i + 1),
+            reason,
         })?;
         config.validate_audit().map_err(|reason| ConfigError {
             file: file.to_owned(),

@@ -69,6 +69,37 @@ impl DataDir {
             .context("API key hashing key")
     }
 
+    /// The key TOTP seeds and other authenticator secrets are sealed with
+    /// (`keys/authenticator-secrets.key`, created on first use). Replicas
+    /// must share it.
+    pub fn authenticator_key(&self) -> Result<std::sync::Arc<citadel_crypto::SealingKey>> {
+        let bytes = citadel_crypto::load_or_create_secret(
+            &self.root.join("keys").join("authenticator-secrets.key"),
+            citadel_crypto::KEY_LEN,
+        )
+        .context("authenticator secrets key")?;
+        let key =
+            citadel_crypto::SealingKey::from_bytes(&bytes).context("authenticator secrets key")?;
+        Ok(std::sync::Arc::new(key))
+    }
+
+    /// Sign-in (passwords, factors, sessions, throttle) as configured.
+    pub async fn sign_in(
+        &self,
+        store: &Store,
+        config: &Config,
+    ) -> Result<std::sync::Arc<citadel_identity::SignIn>> {
+        let signin = citadel_identity::SignIn::from_config(
+            store.clone(),
+            &config.identity,
+            self.authenticator_key()?,
+            citadel_identity::KeyHasher::new(self.key_hash_secret()?),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        Ok(std::sync::Arc::new(signin))
+    }
+
     /// The root secret of the subject vault (`keys/subject-root.key`: a
     /// key-encryption key and a reference key). Replicas must share it;
     /// it is checked against the database and another file is refused.

@@ -11,3 +11,4 @@ pub mod config;
 pub mod data_dir;
 pub mod demo;
 pub mod serve;
+pub mod user_cli;

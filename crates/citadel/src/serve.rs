@@ -234,6 +234,8 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     let registry =
         KeyRegistry::load(store.clone(), KeyHasher::new(data.key_hash_secret()?)).await?;
     tokio::spawn(registry.clone().watch(Duration::from_millis(100)));
+    let signin = data.sign_in(&store, &config).await?;
+    tokio::spawn(signin.sessions.clone().watch(Duration::from_millis(100)));
 
     let policy_dir = data.policy_dir(&config);
     data.seed_policies(&policy_dir)?;
@@ -318,6 +320,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     let gateway = GatewayState::new(
         config.gateway_config(),
         registry.clone(),
+        signin.clone(),
         policy.clone(),
         sink.clone(),
         metrics.clone(),
