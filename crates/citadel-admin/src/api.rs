@@ -7,7 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use citadel_core::{clock, ErrorCode, EventClass, Outcome, Principal};
 use citadel_gateway::authenticate::{refuse_credentials, verify_bearer};
@@ -19,9 +19,9 @@ use citadel_store::EventQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{audit_log, AdminError, AdminState, OPENAPI};
+use crate::{audit_log, people, AdminError, AdminState, OPENAPI};
 
-type ApiResult = Result<Json<Value>, AdminError>;
+pub(crate) type ApiResult = Result<Json<Value>, AdminError>;
 
 /// The authenticated caller of an admin request.
 #[derive(Clone, Debug)]
@@ -50,6 +50,19 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{name}/disable", post(disable_user))
         .route("/api/v1/users/{name}/erase", post(erase_user))
+        .route("/api/v1/users/{name}/password", put(people::set_password))
+        .route("/api/v1/users/{name}/mfa", get(people::mfa_status))
+        .route(
+            "/api/v1/users/{name}/mfa/totp",
+            post(people::enroll_totp).delete(people::remove_totp),
+        )
+        .route(
+            "/api/v1/users/{name}/mfa/recovery-codes",
+            post(people::new_recovery_codes),
+        )
+        .route("/api/v1/users/{name}/sessions", get(people::list_sessions))
+        .route("/api/v1/users/{name}/sign-out", post(people::sign_out))
+        .route("/api/v1/users/{name}/unlock", post(people::unlock))
         .route("/api/v1/roles", get(list_roles).post(create_role))
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/{id}/revoke", post(revoke_key))
@@ -157,7 +170,7 @@ pub(crate) async fn authorize(
 
 /// Asks, per role, whether the caller may hand it out (`grant_role`), so an
 /// operator cannot mint a key or user more privileged than policy allows.
-async fn authorize_grants(
+pub(crate) async fn authorize_grants(
     state: &AdminState,
     caller: &Caller,
     roles: &[String],
@@ -219,7 +232,7 @@ async fn decide(
 }
 
 /// Records what a permitted change did (Account Change for identities).
-async fn record_change(
+pub(crate) async fn record_change(
     state: &AdminState,
     caller: &Caller,
     operation: &str,
@@ -237,7 +250,7 @@ async fn record_change(
     })
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
     body.map(|Json(v)| v)
         .map_err(|e| AdminError::new(ErrorCode::InvalidJson, e.body_text()))
 }
@@ -311,6 +324,9 @@ async fn list_users(
 struct NewUser {
     name: String,
     roles: Vec<String>,
+    /// Optional: checked against the password policy before the user is made.
+    #[serde(default)]
+    password: Option<zeroize::Zeroizing<String>>,
 }
 
 async fn create_user(
@@ -321,7 +337,28 @@ async fn create_user(
     authorize(&state, &caller, "users.create", "users").await?;
     let body = json_body(body)?;
     authorize_grants(&state, &caller, &body.roles).await?;
+    let passwords = &state.gateway.signin.passwords;
+    let hash = match body.password {
+        Some(password) => {
+            passwords
+                .check_policy(&body.name, &password)
+                .map_err(citadel_identity::AccountError::from)?;
+            Some(
+                passwords
+                    .hash(password)
+                    .await
+                    .map_err(citadel_identity::AccountError::from)?,
+            )
+        }
+        None => None,
+    };
     let user = citadel_identity::create_user(&state.store, &body.name, body.roles).await?;
+    if let Some(hash) = &hash {
+        state
+            .store
+            .set_password_hash(&user.id, hash, clock::now_ms())
+            .await?;
+    }
     record_change(
         &state,
         &caller,

@@ -63,6 +63,18 @@ impl From<AccountError> for AdminError {
     fn from(e: AccountError) -> Self {
         match e {
             AccountError::Store(s) => s.into(),
+            AccountError::WeakPassword(p) => Self::new(ErrorCode::WeakPassword, p.to_string()),
+            AccountError::Hash(citadel_identity::password::HashError::Busy) => Self::new(
+                ErrorCode::Overloaded,
+                "too many password hashes in progress; retry shortly",
+            ),
+            AccountError::Hash(h) => {
+                tracing::error!(error = %h, "password hashing failed");
+                Self::new(
+                    ErrorCode::Internal,
+                    "the password could not be hashed; see the server log",
+                )
+            }
             other => Self::new(ErrorCode::InvalidRequest, other.to_string()),
         }
     }

@@ -45,6 +45,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "events.read",
     "metrics.read",
     "audit.read",
+    "users.sessions",
     "users.create",
     "users.disable",
     "roles.create",
@@ -55,6 +56,11 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "policies.reload",
     "audit.checkpoint",
     "users.erase",
+    "users.password",
+    "users.mfa_enroll",
+    "users.mfa_remove",
+    "users.sign_out",
+    "users.unlock",
 ];
 
 #[cfg(test)]

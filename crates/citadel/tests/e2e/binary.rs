@@ -296,3 +296,105 @@ fn init_writes_a_config_that_serve_accepts() {
     let (ok, out, _) = run(citadel(data.path()).arg("--help"));
     assert!(ok && out.contains("serve") && out.contains("--data"));
 }
+
+/// The acceptance interface for people: a user made with a password on
+/// standard input, a TOTP authenticator enrolled as JSON, and a sign-in on
+/// the running gateway that needs the code.
+#[tokio::test]
+async fn user_create_with_password_stdin_totp_enroll_and_sign_in_through_the_binary() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let create = |name: &str, password: &str| {
+        let mut child = citadel(data.path())
+            .args([
+                "user",
+                "create",
+                "--name",
+                name,
+                "--role",
+                "developer",
+                "--password-stdin",
+                "--json",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = create("weakling", "password");
+    assert!(!ok && err.contains("weak_password"), "{err}");
+    let (ok, out, err) = create("carol", "carols long passphrase");
+    assert!(!ok && err.contains("user name"), "{out}{err}");
+    let (ok, out, err) = create("carol", "a long and fine passphrase");
+    assert!(ok, "{err}");
+    let user: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(user["password_set"], true);
+    let (ok, out, err) =
+        run(citadel(data.path()).args(["user", "mfa", "totp", "enroll", "carol", "--json"]));
+    assert!(ok, "{err}");
+    let enrolled: Value = serde_json::from_str(&out).unwrap();
+    let uri = enrolled["otpauth_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/Citadel:carol?secret="),
+        "{uri}"
+    );
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap()
+        .to_owned();
+
+    let (child, line) = serve_demo(data.path(), false).await;
+    let server = Server(child);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let cacert = words[words.iter().position(|w| *w == "--cacert").unwrap() + 1];
+    let url = words
+        .iter()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .replace("/v1/chat/completions", "/auth/login");
+    let login = |body: String| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                cacert,
+                "-i",
+                &url,
+                "-d",
+                &body,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let without = login(r#"{"username":"carol","password":"a long and fine passphrase"}"#.into());
+    assert!(without.contains("mfa_required"), "{without}");
+    let code = crate::identity::totp_now(&secret, 0);
+    let with = login(format!(
+        r#"{{"username":"carol","password":"a long and fine passphrase","totp":"{code}"}}"#
+    ));
+    assert!(
+        with.starts_with("HTTP/2 200") || with.starts_with("HTTP/1.1 200"),
+        "{with}"
+    );
+    assert!(with
+        .to_ascii_lowercase()
+        .contains("set-cookie: __host-citadel_session=cts_"));
+    drop(server);
+}

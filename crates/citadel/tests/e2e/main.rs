@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod binary;
 mod gateway;
+mod identity;
 mod limits;
 mod policy;
 mod upstream_tls;

@@ -168,7 +168,12 @@ impl Citadel {
         let data = tempfile::tempdir().unwrap();
         let from = self.data.path().join("keys");
         std::fs::create_dir_all(data.path().join("keys")).unwrap();
-        for file in ["api-key-hash.key", "audit-log.key", "subject-root.key"] {
+        for file in [
+            "api-key-hash.key",
+            "audit-log.key",
+            "subject-root.key",
+            "authenticator-secrets.key",
+        ] {
             let key = std::fs::read(from.join(file)).unwrap();
             citadel_crypto::write_private_file(&data.path().join("keys").join(file), &key).unwrap();
         }
