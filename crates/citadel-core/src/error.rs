@@ -63,6 +63,9 @@ pub enum ErrorCode {
     CsrfFailed,
     /// A new password does not meet the password policy.
     WeakPassword,
+    /// The credential was revoked (or expired) while a streamed answer was
+    /// in progress; the stream ends with this code.
+    AccessRevoked,
     /// An unexpected internal error; details are in the server log.
     Internal,
 }
@@ -98,6 +101,7 @@ impl ErrorCode {
             Self::LoginLocked => "login_locked",
             Self::CsrfFailed => "csrf_failed",
             Self::WeakPassword => "weak_password",
+            Self::AccessRevoked => "access_revoked",
             Self::Internal => "internal_error",
         }
     }
@@ -106,7 +110,10 @@ impl ErrorCode {
     pub fn status(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::InvalidCredentials | Self::MfaRequired | Self::MfaFailed => S::UNAUTHORIZED,
+            Self::InvalidCredentials
+            | Self::MfaRequired
+            | Self::MfaFailed
+            | Self::AccessRevoked => S::UNAUTHORIZED,
             Self::MfaEnrollmentRequired | Self::CsrfFailed => S::FORBIDDEN,
             Self::LoginLocked => S::TOO_MANY_REQUESTS,
             Self::WeakPassword => S::BAD_REQUEST,

@@ -24,6 +24,7 @@ use citadel_identity::{AuthFailure, KeyRegistry, LiveSession, VerifiedKey};
 use crate::config::RateLimit;
 use crate::context::{info_and_trail, RequestInfo, Trail};
 use crate::events::{authentication_failed, RequestView};
+use crate::revocation::Credential;
 use crate::stage::{call_next, Next, StageLayer};
 use crate::state::GatewayState;
 use crate::{error_response, GatewayRequest, GatewayResponse};
@@ -209,6 +210,10 @@ async fn authenticate(
                     t.auth_method = Some("session");
                     t.mfa = session.mfa_at.is_some();
                 });
+                req.extensions_mut().insert(Credential::Session {
+                    id: session.id.clone(),
+                    expires_at: session.expires_at,
+                });
                 req.extensions_mut().insert(session);
                 return call_next(next, req).await;
             }
@@ -220,6 +225,8 @@ async fn authenticate(
         Ok(key) => {
             req.headers_mut().remove(http::header::AUTHORIZATION);
             strip_session_credentials(&state, req.headers_mut());
+            req.extensions_mut()
+                .insert(Credential::ApiKey(key.key_id.clone()));
             req.extensions_mut().insert(KeyLimits(RateLimit {
                 rpm: key.rpm.map(|v| v.max(0) as u64),
                 tpm: key.tpm.map(|v| v.max(0) as u64),

@@ -13,6 +13,7 @@
 //! | 5 | `authorize.rs` | 403 `forbidden` |
 //! | 5b | `ratelimit.rs` | 429 `rate_limited` |
 //! | 7 | `proxy.rs` | 502, 504 |
+//! | 7b | `revocation.rs` (streamed bodies) | ends the stream: `access_revoked` |
 //!
 //! Non-features (yet): shield (block lists), continuous verification,
 //! request and response inspection; each arrives as one more layer.
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod record;
+pub mod revocation;
 pub mod route;
 pub mod server;
 pub mod signin;

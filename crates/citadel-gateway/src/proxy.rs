@@ -93,6 +93,10 @@ async fn forward(state: Arc<GatewayState>, mut req: GatewayRequest) -> GatewayRe
         );
     };
     let budgets = req.extensions().get::<RequestBudgets>().cloned();
+    let credential = req
+        .extensions()
+        .get::<crate::revocation::Credential>()
+        .cloned();
     // The buffered body's memory reservation stays with this call until the
     // upstream has answered: hyper drops request extensions as soon as the
     // head is written, while the body may still be queued.
@@ -218,19 +222,25 @@ async fn forward(state: Arc<GatewayState>, mut req: GatewayRequest) -> GatewayRe
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
     let watch_usage = matches!(target, Target::Model { .. }) && (is_sse || is_json);
-    let body: GatewayBody = if watch_usage {
-        UsageBody {
-            inner: body.map_err(BoxError::from).boxed_unsync(),
+    // A body that may go on for long (a stream, or no declared length) is
+    // watched for revocation of the credential that started it.
+    let streaming = is_sse || !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let mut body: GatewayBody = body.map_err(BoxError::from).boxed_unsync();
+    if watch_usage {
+        body = UsageBody {
+            inner: body,
             scanner: UsageScanner::new(is_sse),
-            state,
+            state: state.clone(),
             budgets,
-            trail,
+            trail: trail.clone(),
             done: false,
         }
-        .boxed_unsync()
-    } else {
-        body.map_err(BoxError::from).boxed_unsync()
-    };
+        .boxed_unsync();
+    }
+    if let (true, Some(credential)) = (streaming, credential) {
+        body = crate::revocation::RevocableBody::new(body, state, credential, info, trail, is_sse)
+            .boxed_unsync();
+    }
     http::Response::from_parts(parts, body)
 }
 

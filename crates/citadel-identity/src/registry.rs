@@ -199,6 +199,24 @@ impl KeyRegistry {
         Ok(entry.verified.clone())
     }
 
+    /// Whether a key that was verified earlier still holds at `now`: not
+    /// revoked, not expired, its owner not disabled, per the latest
+    /// snapshot. For a long request (a streamed answer) started with it.
+    pub fn still_valid(&self, key_id: &str, now: i64) -> Result<(), AuthFailure> {
+        let keys = self.keys.load();
+        let entry = keys.get(key_id).ok_or(AuthFailure::UnknownKey)?;
+        if entry.revoked {
+            return Err(AuthFailure::Revoked);
+        }
+        if entry.expires_at.is_some_and(|t| t <= now) {
+            return Err(AuthFailure::Expired);
+        }
+        if entry.owner_disabled {
+            return Err(AuthFailure::OwnerDisabled);
+        }
+        Ok(())
+    }
+
     /// Writes pending last-used times to the store.
     pub async fn flush_last_used(&self) -> citadel_store::Result<()> {
         let used: Vec<(String, i64)> = self.last_used.lock().drain().collect();

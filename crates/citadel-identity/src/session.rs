@@ -11,7 +11,7 @@
 //! once on the replica that ended it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,6 +233,9 @@ pub struct Sessions {
     cache: Mutex<HashMap<[u8; 32], Arc<Cached>>>,
     version: Mutex<i64>,
     seen: Mutex<HashMap<String, i64>>,
+    /// Moves whenever sessions may have ended (a local revocation, or the
+    /// store's enforcement version moving), for watchers of long requests.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -257,6 +260,7 @@ impl Sessions {
             cache: Mutex::new(HashMap::new()),
             version: Mutex::new(version),
             seen: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }))
     }
 
@@ -422,6 +426,40 @@ impl Sessions {
     /// Drops every cached session (the next request of each reads the store).
     pub fn forget_all(&self) {
         self.cache.lock().clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A number that moves whenever a session may have ended; a watcher
+    /// re-checks its session only when it moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether session `id` still holds at `now` (not revoked, not expired,
+    /// its user not disabled), read from the store. For a long request (a
+    /// streamed answer) started with it; `Err` when the store cannot say.
+    pub async fn still_valid(&self, id: &str, now: i64) -> Result<(), SessionFailure> {
+        let record = self
+            .store
+            .session_by_id(id)
+            .await
+            .map_err(|_| SessionFailure::Unavailable)?
+            .ok_or(SessionFailure::Unknown)?;
+        if record.revoked_at.is_some() {
+            return Err(SessionFailure::Revoked);
+        }
+        if record.expires_at <= now {
+            return Err(SessionFailure::Expired);
+        }
+        let user = self
+            .store
+            .find_user(&record.user_id)
+            .await
+            .map_err(|_| SessionFailure::Unavailable)?;
+        if user.disabled {
+            return Err(SessionFailure::UserDisabled);
+        }
+        Ok(())
     }
 
     /// Drops the cache if the store's enforcement version moved.
@@ -432,7 +470,8 @@ impl Sessions {
             return Ok(false);
         }
         *current = version;
-        self.cache.lock().clear();
+        drop(current);
+        self.forget_all();
         Ok(true)
     }
 

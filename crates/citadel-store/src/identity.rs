@@ -347,6 +347,17 @@ impl Store {
         row.as_ref().map(session_from_row).transpose()
     }
 
+    /// One session by its public id.
+    pub async fn session_by_id(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
     /// A user's sessions, newest first; `active_at` keeps only those live then.
     pub async fn list_sessions(
         &self,

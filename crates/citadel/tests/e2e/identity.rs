@@ -589,3 +589,101 @@ async fn sign_out_everywhere_ends_every_session_and_operators_cannot_take_over_a
     );
     c.stop().await;
 }
+
+/// Reads a streamed answer until it ends (or 5 s pass); returns the text
+/// and how long after `since` it ended.
+async fn read_to_end(r: reqwest::Response, since: std::time::Instant) -> (String, Duration) {
+    use futures_util::StreamExt;
+    let mut stream = r.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        match chunk {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => break,
+        }
+    }
+    (text, since.elapsed())
+}
+
+async fn first_event(r: &mut reqwest::Response) -> String {
+    let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+        .await
+        .expect("first event in time")
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&chunk).into_owned()
+}
+
+#[tokio::test]
+async fn revoking_a_key_or_signing_out_cuts_off_a_streamed_answer_within_a_second() {
+    let (c, up) = start().await;
+    let stream_body =
+        json!({"model": "m1", "stream": true, "messages": [{"role": "user", "content": "long"}]});
+
+    // An API key revoked mid-answer.
+    let (key_id, key) = c.key("developer", json!({})).await;
+    let mut r = c.chat(&key, stream_body.clone()).await;
+    assert_eq!(r.status(), 200);
+    let id = request_id(&r);
+    assert!(first_event(&mut r).await.contains("first"));
+    let revoked = std::time::Instant::now();
+    let rv = c
+        .admin_post(&format!("/api/v1/keys/{key_id}/revoke"), Value::Null)
+        .await;
+    assert_eq!(rv.status(), 200);
+    let (rest, took) = read_to_end(r, revoked).await;
+    assert!(
+        rest.contains("event: error") && rest.contains("access_revoked"),
+        "{rest}"
+    );
+    assert!(
+        !rest.contains("second"),
+        "the upstream's later tokens never arrive"
+    );
+    assert!(took < Duration::from_secs(1), "cut off after {took:?}");
+    c.flush().await;
+    let events = c.events_for(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.body["class_uid"] == 3002 && e.body["status_detail"] == "revoked_key"),
+        "{events:?}"
+    );
+
+    // A browser session signed out everywhere (from the admin API) mid-answer.
+    create_user(&c, "alice", "developer").await;
+    let b = sign_in(&c, json!({"username": "alice", "password": PASSWORD})).await;
+    let mut r = c
+        .client
+        .post(format!("{}/v1/chat/completions", c.gateway))
+        .header("cookie", &b.cookie)
+        .header("x-csrf-token", &b.csrf)
+        .json(&stream_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(first_event(&mut r).await.contains("first"));
+    let revoked = std::time::Instant::now();
+    let out = c
+        .admin_post("/api/v1/users/alice/sign-out", Value::Null)
+        .await;
+    assert_eq!(out.status(), 200);
+    let (rest, took) = read_to_end(r, revoked).await;
+    assert!(rest.contains("access_revoked"), "{rest}");
+    assert!(took < Duration::from_secs(1), "cut off after {took:?}");
+
+    // A stream whose credential stays valid is untouched.
+    let (_, key2) = c.key("developer", json!({"name": "steady"})).await;
+    let mut r = c.chat(&key2, stream_body).await;
+    assert!(first_event(&mut r).await.contains("first"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    up.release.notify_waiters();
+    let (rest, _) = read_to_end(r, std::time::Instant::now()).await;
+    assert!(
+        rest.contains("second") && !rest.contains("access_revoked"),
+        "{rest}"
+    );
+    c.stop().await;
+}
