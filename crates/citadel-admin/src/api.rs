@@ -202,6 +202,7 @@ async fn decide(
         path: &caller.path,
         auth_method: "api_key",
         mfa: false,
+        mfa_age_seconds: i64::MAX,
     };
     let decision = state
         .policy

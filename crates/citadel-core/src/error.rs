@@ -66,6 +66,9 @@ pub enum ErrorCode {
     /// The credential was revoked (or expired) while a streamed answer was
     /// in progress; the stream ends with this code.
     AccessRevoked,
+    /// Policy asks for a stronger or fresher authentication for this
+    /// request; the `WWW-Authenticate` challenge (RFC 9470) says which.
+    StepUpRequired,
     /// An unexpected internal error; details are in the server log.
     Internal,
 }
@@ -102,6 +105,7 @@ impl ErrorCode {
             Self::CsrfFailed => "csrf_failed",
             Self::WeakPassword => "weak_password",
             Self::AccessRevoked => "access_revoked",
+            Self::StepUpRequired => "step_up_required",
             Self::Internal => "internal_error",
         }
     }
@@ -113,7 +117,8 @@ impl ErrorCode {
             Self::InvalidCredentials
             | Self::MfaRequired
             | Self::MfaFailed
-            | Self::AccessRevoked => S::UNAUTHORIZED,
+            | Self::AccessRevoked
+            | Self::StepUpRequired => S::UNAUTHORIZED,
             Self::MfaEnrollmentRequired | Self::CsrfFailed => S::FORBIDDEN,
             Self::LoginLocked => S::TOO_MANY_REQUESTS,
             Self::WeakPassword => S::BAD_REQUEST,
@@ -153,6 +158,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed (rate limits).
     pub retry_after: Option<u64>,
+    /// A `WWW-Authenticate` challenge to send with the refusal.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -162,6 +169,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -177,6 +185,33 @@ impl ApiError {
             error["request_id"] = serde_json::Value::String(id.to_owned());
         }
         serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default()
+    }
+}
+
+impl ApiError {
+    /// The RFC 9470 step-up refusal: 401 `step_up_required` with
+    /// `WWW-Authenticate: Bearer error="insufficient_user_authentication"`,
+    /// the required `acr_values` and, if set, `max_age`.
+    pub fn step_up(acr: &str, max_age: Option<u64>) -> Self {
+        let clean: String = acr
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+            .collect();
+        let mut challenge = format!(
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"a stronger authentication is required\", acr_values=\"{clean}\""
+        );
+        if let Some(age) = max_age {
+            challenge.push_str(&format!(", max_age={age}"));
+        }
+        let mut e = Self::new(
+            ErrorCode::StepUpRequired,
+            format!(
+                "this request needs a stronger authentication ({clean}{}); browsers: POST /auth/step-up with a TOTP code, then retry",
+                max_age.map(|a| format!(" within the last {a} s")).unwrap_or_default()
+            ),
+        );
+        e.challenge = Some(challenge);
+        e
     }
 }
 

@@ -208,7 +208,7 @@ async fn authenticate(
                 trail.update(|t| {
                     t.principal = Some(session.principal.clone());
                     t.auth_method = Some("session");
-                    t.mfa = session.mfa_at.is_some();
+                    t.mfa_at = session.mfa_at;
                 });
                 req.extensions_mut().insert(Credential::Session {
                     id: session.id.clone(),

@@ -4,6 +4,14 @@
 //! consistent set). The decision event, naming the policies that decided, is
 //! made durable before the request goes on (or the 403 is released); the
 //! client's 403 never names the policy.
+//!
+//! A denial by policies annotated `@step_up("mfa")` (optionally
+//! `@max_age("900")`) is answered with the RFC 9470 challenge instead: 401
+//! `step_up_required` and `WWW-Authenticate: Bearer
+//! error="insufficient_user_authentication", acr_values="mfa", max_age=900`,
+//! so browsers, CLIs and SDKs can prove the factor and retry. The
+//! thresholds are Cedar context attributes (`context.mfa`,
+//! `context.mfa_age_seconds`), so policy decides.
 
 use std::sync::Arc;
 
@@ -40,6 +48,7 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         path: req.uri().path(),
         auth_method: trail.auth_method(),
         mfa: trail.mfa(),
+        mfa_age_seconds: trail.mfa_age_seconds(),
     };
     let (action, resource, resource_json) = match &target {
         Target::Model { upstream, model } => (
@@ -80,6 +89,14 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
     if let Err(refusal) = crate::events::record_decision(&state.sink, event).await {
         trail.update(|t| t.error = Some(refusal.code));
         return error_response(&refusal, Some(&info.id));
+    }
+    if let (false, Some(step_up)) = (decision.allowed, &decision.step_up) {
+        tracing::info!(request_id = %info.id, principal = %principal.id, policies = ?decision.policies, acr = %step_up.acr, "step-up required by policy");
+        trail.update(|t| t.error = Some(ErrorCode::StepUpRequired));
+        return error_response(
+            &ApiError::step_up(&step_up.acr, step_up.max_age),
+            Some(&info.id),
+        );
     }
     if !decision.allowed {
         tracing::info!(request_id = %info.id, principal = %principal.id, policies = ?decision.policies, "request denied by policy");

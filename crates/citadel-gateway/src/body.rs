@@ -45,7 +45,13 @@ pub fn error_response(error: &ApiError, request_id: Option<&str>) -> GatewayResp
     if let Some(secs) = error.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if error.code == citadel_core::ErrorCode::InvalidCredentials {
+    if let Some(challenge) = error
+        .challenge
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
+    } else if error.code == citadel_core::ErrorCode::InvalidCredentials {
         headers.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"citadel\""),

@@ -31,8 +31,8 @@ pub struct TrailData {
     pub key_id: Option<String>,
     /// How the caller authenticated (`api_key`, `session`).
     pub auth_method: Option<&'static str>,
-    /// Whether the caller's credential carries a proved second factor.
-    pub mfa: bool,
+    /// When the caller's credential last proved a second factor (Unix ms).
+    pub mfa_at: Option<i64>,
     /// Upstream chosen.
     pub upstream: Option<String>,
     /// Model requested.
@@ -71,7 +71,15 @@ impl Trail {
 
     /// Whether a second factor was proved.
     pub fn mfa(&self) -> bool {
-        self.0.lock().mfa
+        self.0.lock().mfa_at.is_some()
+    }
+
+    /// Seconds since a second factor was proved (`i64::MAX` if never).
+    pub fn mfa_age_seconds(&self) -> i64 {
+        match self.0.lock().mfa_at {
+            Some(at) => (citadel_core::clock::now_ms() - at).max(0) / 1000,
+            None => i64::MAX,
+        }
     }
 
     /// A copy of what is known now.

@@ -291,6 +291,7 @@ async fn list_models(
         path,
         auth_method: trail.auth_method(),
         mfa: trail.mfa(),
+        mfa_age_seconds: trail.mfa_age_seconds(),
     };
     let mut data = Vec::new();
     let mut policies = Vec::new();

@@ -211,6 +211,7 @@ impl citadel_identity::signin::SignInPolicy for SignInByPolicy {
                     path: "/auth/login",
                     auth_method: "password",
                     mfa,
+                    mfa_age_seconds: if mfa { 0 } else { i64::MAX },
                 },
             )
             .allowed
@@ -344,7 +345,7 @@ async fn login(
             trail.update(|t| {
                 t.principal = Some(Arc::new(principal.clone()));
                 t.auth_method = Some("password");
-                t.mfa = session.record.mfa_at.is_some();
+                t.mfa_at = session.record.mfa_at;
             });
             session_response(&state, &session, &principal)
         }
@@ -412,7 +413,7 @@ async fn required_session(
                 trail.update(|t| {
                     t.principal = Some(s.principal.clone());
                     t.auth_method = Some("session");
-                    t.mfa = s.mfa_at.is_some();
+                    t.mfa_at = s.mfa_at;
                 });
             }
             result
@@ -670,7 +671,7 @@ async fn step_up(
     }
     match rotated {
         Some(new) => {
-            trail.update(|t| t.mfa = true);
+            trail.update(|t| t.mfa_at = new.record.mfa_at);
             session_response(&state, &new, &principal)
         }
         None => refuse(

@@ -96,6 +96,8 @@ pub struct RequestFacts<'a> {
     pub auth_method: &'a str,
     /// Whether a second factor was proved.
     pub mfa: bool,
+    /// Seconds since the second factor was proved (`i64::MAX` if never).
+    pub mfa_age_seconds: i64,
 }
 
 /// The answer.
@@ -108,6 +110,19 @@ pub struct Decision {
     pub policies: Vec<String>,
     /// Evaluation errors (a policy that errors does not permit).
     pub errors: Vec<String>,
+    /// When denied by a policy annotated `@step_up("<acr>")` (and
+    /// optionally `@max_age("<seconds>")`): the stronger authentication
+    /// that would satisfy it, for an RFC 9470 challenge instead of a 403.
+    pub step_up: Option<StepUp>,
+}
+
+/// What a denying policy asks the caller to prove (RFC 9470).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// Authentication context class required (`acr_values`), e.g. `mfa`.
+    pub acr: String,
+    /// Longest time since that authentication, seconds (`max_age`).
+    pub max_age: Option<u64>,
 }
 
 /// Everything a decision depends on. Cedar's answer is a pure function of
@@ -126,6 +141,7 @@ struct DecisionKey {
     path: String,
     auth_method: String,
     mfa: bool,
+    mfa_age_seconds: i64,
 }
 
 impl DecisionKey {
@@ -180,8 +196,37 @@ impl DecisionKey {
             path: facts.path.to_owned(),
             auth_method: facts.auth_method.to_owned(),
             mfa: facts.mfa,
+            mfa_age_seconds: facts.mfa_age_seconds,
         }
     }
+}
+
+/// The step-up the denying policies ask for: the first with a `@step_up`
+/// annotation names the class; the smallest `@max_age` among them wins.
+/// `None` if any denying policy asks for none (then nothing would help).
+fn step_up_of(set: &cedar_policy::PolicySet, deciding: &[String]) -> Option<StepUp> {
+    let mut found: Option<StepUp> = None;
+    for id in deciding {
+        let policy = set.policy(&cedar_policy::PolicyId::new(id))?;
+        let acr = policy.annotation("step_up")?;
+        let max_age = policy
+            .annotation("max_age")
+            .and_then(|v| v.parse::<u64>().ok());
+        found = Some(match found {
+            None => StepUp {
+                acr: acr.to_owned(),
+                max_age,
+            },
+            Some(prev) => StepUp {
+                acr: prev.acr,
+                max_age: match (prev.max_age, max_age) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+            },
+        });
+    }
+    found
 }
 
 /// Memoized decisions; emptied on every reload and when full.
@@ -348,6 +393,7 @@ impl PolicyEngine {
                     allowed: false,
                     policies: vec!["default-deny".into()],
                     errors: vec![reason],
+                    step_up: None,
                 }
             }
         }
@@ -446,6 +492,10 @@ impl PolicyEngine {
             ("path".to_owned(), string(facts.path)),
             ("auth_method".to_owned(), string(facts.auth_method)),
             ("mfa".to_owned(), RestrictedExpression::new_bool(facts.mfa)),
+            (
+                "mfa_age_seconds".to_owned(),
+                RestrictedExpression::new_long(facts.mfa_age_seconds),
+            ),
         ])
         .map_err(|e| e.to_string())?;
         match self.action_entities.get(action.cedar_id()) {
@@ -464,7 +514,7 @@ impl PolicyEngine {
         let response = self
             .authorizer
             .is_authorized(&request, &active.loaded.set, &entities);
-        let allowed = response.decision() == CedarDecision::Allow;
+        let mut allowed = response.decision() == CedarDecision::Allow;
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -479,17 +529,48 @@ impl PolicyEngine {
             .map(|e| e.to_string())
             .collect();
         if !errors.is_empty() {
-            // A policy that errors is skipped by Cedar (even a forbid); say so.
             tracing::warn!(
                 ?errors,
                 action = action.cedar_id(),
                 "policy evaluation errors"
             );
+            // Cedar skips a policy that errors, even a forbid: a forbid that
+            // could not be evaluated would let the request through. Fail
+            // closed instead: it denies, as if it had held.
+            let failed_forbids: Vec<String> = response
+                .diagnostics()
+                .errors()
+                .map(|e| {
+                    let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+                    e.policy_id().clone()
+                })
+                .filter(|id| {
+                    active
+                        .loaded
+                        .set
+                        .policy(id)
+                        .is_some_and(|p| p.effect() == cedar_policy::Effect::Forbid)
+                })
+                .map(|id| id.to_string())
+                .collect();
+            if !failed_forbids.is_empty() {
+                if allowed {
+                    policies.clear();
+                }
+                allowed = false;
+                policies.extend(failed_forbids);
+            }
         }
+        let step_up = if allowed {
+            None
+        } else {
+            step_up_of(&active.loaded.set, &policies)
+        };
         Ok(Decision {
             allowed,
             policies,
             errors,
+            step_up,
         })
     }
 }

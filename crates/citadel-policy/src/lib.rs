@@ -15,7 +15,7 @@
 mod engine;
 mod load;
 
-pub use engine::{Action, Decision, PolicyEngine, RequestFacts, Resource, UpstreamFacts};
+pub use engine::{Action, Decision, PolicyEngine, RequestFacts, Resource, StepUp, UpstreamFacts};
 pub use load::{load_policies, LoadedPolicies, PolicyProblem, PolicyProblems};
 
 /// Citadel's Cedar schema (`policies/citadel.cedarschema` in the repository).

@@ -28,6 +28,7 @@ fn facts() -> RequestFacts<'static> {
         path: "/v1/chat/completions",
         auth_method: "api_key",
         mfa: false,
+        mfa_age_seconds: i64::MAX,
     }
 }
 
@@ -328,6 +329,7 @@ fn default_policies_require_a_second_factor_of_admins_and_operators_at_sign_in()
         path: "/auth/login",
         auth_method: "password",
         mfa,
+        mfa_age_seconds: if mfa { 0 } else { i64::MAX },
         ..facts()
     };
     let gateway = Resource::Listener("gateway");
@@ -349,4 +351,111 @@ fn default_policies_require_a_second_factor_of_admins_and_operators_at_sign_in()
         &signing_in(false),
     );
     assert_eq!(d.policies, vec!["mfa-for-privileged-roles"]);
+}
+
+#[test]
+fn a_denial_by_step_up_policies_names_the_factor_and_the_shortest_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    std::fs::write(
+        dir.path().join("step-up.cedar"),
+        r#"
+@id("fresh-mfa-for-external")
+@step_up("mfa")
+@max_age("900")
+forbid (principal, action == Citadel::Action::"invoke_model", resource)
+when { resource.placement == "external" }
+unless { context.mfa && context.mfa_age_seconds < 900 };
+
+@id("fresher-for-big")
+@step_up("mfa")
+@max_age("60")
+forbid (principal, action == Citadel::Action::"invoke_model", resource == Citadel::Model::"big")
+unless { context.mfa && context.mfa_age_seconds < 60 };
+
+@id("plain-forbid")
+forbid (principal, action == Citadel::Action::"invoke_model", resource == Citadel::Model::"never");
+"#,
+    )
+    .unwrap();
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let dev = who(&["developer"]);
+    let ext = upstream("external");
+    let model = |name| Resource::Model {
+        name,
+        upstream: &ext,
+    };
+    let d = engine.authorize(&dev, Action::InvokeModel, &model("small"), &facts());
+    assert!(!d.allowed);
+    assert_eq!(
+        d.step_up,
+        Some(StepUp {
+            acr: "mfa".into(),
+            max_age: Some(900)
+        })
+    );
+    let d = engine.authorize(&dev, Action::InvokeModel, &model("big"), &facts());
+    assert_eq!(
+        d.step_up.as_ref().map(|s| s.max_age),
+        Some(Some(60)),
+        "{d:?}"
+    );
+    let fresh = RequestFacts {
+        mfa: true,
+        mfa_age_seconds: 30,
+        ..facts()
+    };
+    assert!(
+        engine
+            .authorize(&dev, Action::InvokeModel, &model("big"), &fresh)
+            .allowed
+    );
+    let stale = RequestFacts {
+        mfa: true,
+        mfa_age_seconds: 120,
+        ..facts()
+    };
+    let d = engine.authorize(&dev, Action::InvokeModel, &model("big"), &stale);
+    assert_eq!(
+        d.step_up.as_ref().map(|s| s.max_age),
+        Some(Some(60)),
+        "{d:?}"
+    );
+    // A forbid with no step-up annotation: nothing would help, plain 403.
+    let d = engine.authorize(&dev, Action::InvokeModel, &model("never"), &fresh);
+    assert!(!d.allowed && d.step_up.is_none());
+}
+
+#[test]
+fn a_forbid_that_errors_at_evaluation_denies_instead_of_being_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    std::fs::write(
+        dir.path().join("overflow.cedar"),
+        r#"
+@id("overflowing-forbid")
+forbid (principal, action == Citadel::Action::"invoke_model", resource == Citadel::Model::"overflow")
+when { context.mfa_age_seconds + 1 > 0 };
+"#,
+    )
+    .unwrap();
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let ext = upstream("on_prem");
+    let model = Resource::Model {
+        name: "overflow",
+        upstream: &ext,
+    };
+    // mfa_age_seconds is i64::MAX without a second factor: `+ 1` overflows.
+    let d = engine.authorize(&who(&["developer"]), Action::InvokeModel, &model, &facts());
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.policies, vec!["overflowing-forbid"]);
+    assert!(!d.errors.is_empty());
+    // With a small age it evaluates, holds, and forbids too.
+    let fresh = RequestFacts {
+        mfa: true,
+        mfa_age_seconds: 5,
+        ..facts()
+    };
+    let d = engine.authorize(&who(&["developer"]), Action::InvokeModel, &model, &fresh);
+    assert!(!d.allowed && d.errors.is_empty());
 }

@@ -687,3 +687,137 @@ async fn revoking_a_key_or_signing_out_cuts_off_a_streamed_answer_within_a_secon
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn policy_demanding_a_fresh_second_factor_answers_with_the_rfc_9470_challenge() {
+    let upstream = Upstream::default();
+    let addr = upstream.start().await;
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"hosted\"\nurl = \"http://{addr}\"\nkind = \"openai\"\nmodels = [\"ext-1\"]\nplacement = \"external\"\n",
+        upstream_config(addr)
+    );
+    let c = Citadel::start(&config).await;
+    std::fs::write(
+        c.data.path().join("policies").join("step-up.cedar"),
+        r#"
+@id("external-models-need-fresh-mfa")
+@step_up("mfa")
+@max_age("900")
+forbid (principal, action == Citadel::Action::"invoke_model", resource)
+when { resource.placement == "external" }
+unless { context.mfa && context.mfa_age_seconds < 900 };
+"#,
+    )
+    .unwrap();
+    // Wait for the policy poller to load it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !c
+        .running()
+        .policy
+        .policy_origins()
+        .iter()
+        .any(|(id, _)| id == "external-models-need-fresh-mfa")
+    {
+        assert!(std::time::Instant::now() < deadline, "policy not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ext = json!({"model": "ext-1", "messages": [{"role": "user", "content": "hi"}]});
+
+    // An API key cannot carry a second factor: challenged.
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c.chat(&key, ext.clone()).await;
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let (status, code, _) = code_of(r).await;
+    assert_eq!((status, code.as_str()), (401, "step_up_required"));
+    assert!(
+        challenge.starts_with("Bearer error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("acr_values=\"mfa\"") && challenge.contains("max_age=900"),
+        "{challenge}"
+    );
+    // The on-prem model is not affected.
+    assert_eq!(
+        c.chat(&key, json!({"model": "m1", "messages": []}))
+            .await
+            .status(),
+        200
+    );
+
+    // A browser session signed in with a password only is challenged, steps
+    // up, and is let through.
+    create_user(&c, "alice", "developer").await;
+    let r = c
+        .admin_post("/api/v1/users/alice/mfa/totp", Value::Null)
+        .await;
+    let secret = secret_of(
+        r.json::<Value>().await.unwrap()["otpauth_uri"]
+            .as_str()
+            .unwrap(),
+    );
+    let b = sign_in(
+        &c,
+        json!({"username": "alice", "password": PASSWORD, "totp": totp_now(&secret, -1)}),
+    )
+    .await;
+    let send = |b: &Browser| {
+        c.client
+            .post(format!("{}/v1/chat/completions", c.gateway))
+            .header("cookie", &b.cookie)
+            .header("x-csrf-token", &b.csrf)
+            .json(&ext)
+            .send()
+    };
+    // Signed in with TOTP just now: the factor is fresh.
+    assert_eq!(send(&b).await.unwrap().status(), 200);
+    // With the authenticator removed, a password-only session is challenged.
+    let r = c
+        .client
+        .delete(format!("{}/api/v1/users/alice/mfa/totp", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let plain = sign_in(&c, json!({"username": "alice", "password": PASSWORD})).await;
+    let r = send(&plain).await.unwrap();
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_user_authentication"));
+    let (status, code, _) = code_of(r).await;
+    assert_eq!((status, code.as_str()), (401, "step_up_required"));
+    let r = c
+        .admin_post("/api/v1/users/alice/mfa/totp", Value::Null)
+        .await;
+    let secret = secret_of(
+        r.json::<Value>().await.unwrap()["otpauth_uri"]
+            .as_str()
+            .unwrap(),
+    );
+    let r = c
+        .client
+        .post(format!("{}/auth/step-up", c.gateway))
+        .header("cookie", &plain.cookie)
+        .header("x-csrf-token", &plain.csrf)
+        .json(&json!({"totp": totp_now(&secret, 0)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let v: Value = r.json().await.unwrap();
+    let stepped = Browser {
+        cookie,
+        csrf: v["csrf_token"].as_str().unwrap().to_owned(),
+    };
+    assert_eq!(send(&stepped).await.unwrap().status(), 200);
+    c.stop().await;
+}
