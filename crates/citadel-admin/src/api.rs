@@ -68,6 +68,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/keys/{id}/revoke", post(revoke_key))
         .route("/api/v1/upstreams", get(list_upstreams))
         .route("/api/v1/policies", get(list_policies))
+        .route("/api/v1/segments", get(segments))
         .route("/api/v1/policies/validate", post(validate_policies))
         .route("/api/v1/policies/reload", post(reload_policies))
         .route("/api/v1/events", get(list_events))
@@ -613,6 +614,29 @@ fn problems_json(problems: &citadel_policy::PolicyProblems) -> Vec<Value> {
         .iter()
         .map(|p| json!({"file": p.file, "line": p.line, "column": p.column, "reason": p.reason}))
         .collect()
+}
+
+/// `GET /api/v1/segments[?source=IP]`: the effective reachability matrix.
+async fn segments(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&state, &caller, "policies.read", "policies").await?;
+    let source = match params.get("source") {
+        Some(text) => text.parse().map_err(|_| {
+            AdminError::new(ErrorCode::InvalidRequest, "source must be an IP address")
+        })?,
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+    };
+    let roles = citadel_identity::all_role_names(&state.store).await?;
+    let matrix = citadel_policy::segments::reachability(
+        &state.policy,
+        &roles,
+        citadel_gateway::config::segment_targets(&state.gateway.config.upstreams),
+        source,
+    );
+    Ok(Json(json!(matrix)))
 }
 
 async fn validate_policies(

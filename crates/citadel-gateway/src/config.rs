@@ -172,6 +172,40 @@ pub struct UpstreamConfig {
     pub insecure_plaintext: bool,
 }
 
+impl UpstreamConfig {
+    /// What Cedar knows of this upstream.
+    pub fn facts(&self) -> citadel_policy::UpstreamFacts {
+        citadel_policy::UpstreamFacts {
+            name: self.name.clone(),
+            kind: self.kind.as_str().to_owned(),
+            placement: self.placement.as_str().to_owned(),
+        }
+    }
+}
+
+/// The methods the reachability matrix asks about for each route.
+pub const SEGMENT_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Everything the gateway can forward to, for the reachability matrix:
+/// each model, and each route with each method.
+pub fn segment_targets(
+    upstreams: &[UpstreamConfig],
+) -> Vec<citadel_policy::segments::SegmentTarget> {
+    use citadel_policy::segments::SegmentTarget;
+    let mut targets = Vec::new();
+    for u in upstreams {
+        for m in &u.models {
+            targets.push(SegmentTarget::model(m, u.facts()));
+        }
+        if let Some(prefix) = &u.prefix {
+            for method in SEGMENT_METHODS {
+                targets.push(SegmentTarget::route(prefix, method, u.facts()));
+            }
+        }
+    }
+    targets
+}
+
 /// A requests-per-minute and tokens-per-minute pair; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

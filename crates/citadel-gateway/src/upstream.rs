@@ -112,11 +112,7 @@ impl Upstream {
             None => None,
         };
         Ok(Self {
-            facts: UpstreamFacts {
-                name: config.name.clone(),
-                kind: config.kind.as_str().to_owned(),
-                placement: config.placement.as_str().to_owned(),
-            },
+            facts: config.facts(),
             scheme: uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTPS),
             authority: uri
                 .authority()

@@ -65,6 +65,17 @@ async fn check_roles(store: &Store, roles: &[String]) -> Result<(), AccountError
     Ok(())
 }
 
+/// Every role, built in first, then custom ones by name.
+pub async fn all_role_names(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut roles: Vec<String> = BUILTIN_ROLES.iter().map(|r| r.to_string()).collect();
+    for r in store.list_roles().await? {
+        if !roles.contains(&r.name) {
+            roles.push(r.name);
+        }
+    }
+    Ok(roles)
+}
+
 /// Creates a user with roles.
 pub async fn create_user(
     store: &Store,

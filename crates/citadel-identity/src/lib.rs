@@ -25,7 +25,8 @@ pub mod signin;
 pub mod throttle;
 
 pub use accounts::{
-    create_api_key, create_role, create_user, set_password, AccountError, KeyRequest,
+    all_role_names, create_api_key, create_role, create_user, set_password, AccountError,
+    KeyRequest,
 };
 pub use api_key::{KeyHasher, NewApiKey, KEY_PREFIX};
 pub use mfa::{FactorCheck, Factors, TotpConfig, TotpEnrollment};

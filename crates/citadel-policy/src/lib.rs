@@ -14,6 +14,7 @@
 
 mod engine;
 mod load;
+pub mod segments;
 
 pub use engine::{Action, Decision, PolicyEngine, RequestFacts, Resource, StepUp, UpstreamFacts};
 pub use load::{load_policies, LoadedPolicies, PolicyProblem, PolicyProblems};

@@ -73,6 +73,17 @@ pub enum Command {
     /// The tamper-evident audit log: key, checkpoints, proofs, export, verify.
     #[command(subcommand)]
     Audit(crate::audit_cli::AuditCommand),
+    /// The effective reachability matrix: which role may reach which model
+    /// and route (and which only with a second factor), computed from the
+    /// policies and upstreams in the config.
+    Segments {
+        /// Evaluate address conditions in policies for this client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        source: std::net::IpAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `citadel serve`.
@@ -400,6 +411,33 @@ pub async fn run(cli: Cli) -> Result<()> {
             data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             run_events(&store, &data, cmd).await
+        }
+        Command::Segments { source, json } => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            let dir = data.policy_dir(&config);
+            data.seed_policies(&dir)?;
+            let engine = citadel_policy::PolicyEngine::load(&dir).map_err(|p| {
+                anyhow::anyhow!("the policies in {} do not validate:\n{p}", dir.display())
+            })?;
+            let roles = citadel_identity::all_role_names(&store).await?;
+            let matrix = citadel_policy::segments::reachability(
+                &engine,
+                &roles,
+                citadel_gateway::config::segment_targets(&config.upstream),
+                source,
+            );
+            if json {
+                print_json(&matrix)
+            } else {
+                if matrix.targets.is_empty() {
+                    println!("no upstreams are configured; add [[upstream]] tables to the config");
+                    return Ok(());
+                }
+                print!("{}", matrix.to_table());
+                println!("(allow: permitted; mfa: only with a fresh second factor; -: denied. Address conditions evaluated for {source}.)");
+                Ok(())
+            }
         }
         Command::Audit(cmd) => {
             crate::audit_cli::run(&data, &config, cli.database.as_deref(), cmd).await

@@ -398,3 +398,36 @@ async fn user_create_with_password_stdin_totp_enroll_and_sign_in_through_the_bin
         .contains("set-cookie: __host-citadel_session=cts_"));
     drop(server);
 }
+
+#[test]
+fn segments_prints_the_reachability_matrix_as_json_and_as_a_table() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("citadel.toml"),
+        "[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:9\"\nkind = \"openai\"\nmodels = [\"llama\"]\nplacement = \"on_prem\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(citadel(data.path()).args(["segments", "--json"]));
+    assert!(ok, "{err}");
+    let m: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(m["targets"][0]["name"], "llama");
+    let access = |role: &str| {
+        m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["role"] == role && c["target"] == 0)
+            .unwrap()["access"]
+            .clone()
+    };
+    assert_eq!(access("developer"), "allow");
+    assert_eq!(access("auditor"), "deny");
+    let (ok, table, _) = run(citadel(data.path()).arg("segments"));
+    assert!(ok);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("developer") && l.contains("allow")),
+        "{table}"
+    );
+}

@@ -151,3 +151,61 @@ async fn admin_api_validates_and_reloads_policies() {
     assert_eq!(body["problems"][0]["line"], 3);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn the_reachability_matrix_shows_who_reaches_what_from_the_policies_in_force() {
+    let up = crate::support::Upstream::default();
+    let addr = up.start().await;
+    let c = crate::support::Citadel::start(&crate::support::upstream_config(addr)).await;
+    let m = c.admin_get("/api/v1/segments").await;
+    let targets = m["targets"].as_array().unwrap();
+    let m1 = targets.iter().position(|t| t["name"] == "m1").unwrap();
+    let get_data = targets
+        .iter()
+        .position(|t| t["name"] == "/data-api" && t["method"] == "GET")
+        .unwrap();
+    let cell = |role: &str, target: usize| {
+        m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["role"] == role && c["principal_kind"] == "user" && c["target"] == target)
+            .unwrap()["access"]
+            .clone()
+    };
+    assert_eq!(cell("developer", m1), "allow");
+    assert_eq!(cell("developer", get_data), "allow");
+    assert_eq!(cell("auditor", m1), "deny", "default deny between segments");
+    // A policy change shows in the matrix once reloaded.
+    std::fs::write(
+        c.data.path().join("policies").join("no-data-for-devs.cedar"),
+        "@id(\"no-data-for-devs\")\nforbid (principal in Citadel::Role::\"developer\", action == Citadel::Action::\"call_route\", resource);\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let m = c.admin_get("/api/v1/segments").await;
+        let denied =
+            m["cells"].as_array().unwrap().iter().any(|x| {
+                x["role"] == "developer" && x["target"] == get_data && x["access"] == "deny"
+            });
+        if denied {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "matrix did not follow the reload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = c
+        .client
+        .get(format!("{}/api/v1/segments?source=not-an-ip", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = crate::support::code_of(r).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    c.stop().await;
+}
