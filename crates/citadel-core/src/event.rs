@@ -156,7 +156,6 @@ impl SecurityEvent {
                 Some("password") => (4, "Password Reset"),
                 Some("disable") => (5, "Disable"),
                 Some("revoke" | "erase") => (6, "Delete"),
-                Some("unlock") => (12, "Unlock"),
                 Some("mfa_enroll") => (10, "MFA Factor Enable"),
                 Some("mfa_remove") => (11, "MFA Factor Disable"),
                 _ => (99, "Other"),

@@ -164,6 +164,10 @@ pub struct SignInFacts<'a> {
     pub locked_until: Option<i64>,
 }
 
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// A person's sign-in, sign-out or step-up (Authentication 3002). Never
 /// carries a password, code or token: only which methods were proved.
 pub fn sign_in_event(view: &RequestView<'_>, facts: &SignInFacts<'_>) -> SecurityEvent {
@@ -190,7 +194,18 @@ pub fn sign_in_event(view: &RequestView<'_>, facts: &SignInFacts<'_>) -> Securit
     if let Some(p) = facts.principal {
         b = b.actor(p);
     } else if let Some(name) = facts.claimed_name {
-        b = b.actor_named(&format!("claimed:{name}"), name, "user");
+        // A name no user has may be a password typed in the wrong field:
+        // only a digest is kept, enough to see many attempts on one name.
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(name.to_lowercase().as_bytes());
+        b = b.actor_named("unknown-user", "unknown", "user").field(
+            "unmapped",
+            json!({
+                "auth_methods": facts.methods,
+                "locked_until": facts.locked_until,
+                "claimed_name_sha256": hex_prefix(&digest),
+            }),
+        );
     }
     if let Some((id, expires)) = facts.session {
         b = b.field(

@@ -84,23 +84,23 @@ impl RateLimiter {
             || !c.per_model.is_empty()
     }
 
-    /// The budgets for a key (its own limits win over the default), its
-    /// principal and the model.
+    /// The budgets for a key (its own limits win over the default; none
+    /// for a browser session), its principal and the model.
     pub fn budgets(
         &self,
-        key_id: &str,
+        key_id: Option<&str>,
         key_limit: RateLimit,
         principal: &str,
         model: Option<&str>,
     ) -> Budgets {
-        let key = RateLimit {
-            rpm: key_limit.rpm.or(self.config.per_key.rpm),
-            tpm: key_limit.tpm.or(self.config.per_key.tpm),
-        };
-        let mut budgets = vec![
-            (format!("key:{key_id}"), key),
-            (format!("principal:{principal}"), self.config.per_principal),
-        ];
+        let mut budgets = vec![(format!("principal:{principal}"), self.config.per_principal)];
+        if let Some(key_id) = key_id {
+            let key = RateLimit {
+                rpm: key_limit.rpm.or(self.config.per_key.rpm),
+                tpm: key_limit.tpm.or(self.config.per_key.tpm),
+            };
+            budgets.insert(0, (format!("key:{key_id}"), key));
+        }
         if let Some(m) = model {
             if let Some(limit) = self.config.per_model.get(m) {
                 budgets.push((format!("model:{m}"), *limit));
@@ -182,12 +182,16 @@ async fn limit(
     }
     let (info, trail) = info_and_trail(&req);
     let t = trail.snapshot();
-    let (Some(principal), Some(key_id)) = (t.principal, t.key_id) else {
+    // Every authenticated caller: API keys and browser sessions alike.
+    let Some(principal) = t.principal else {
         return call_next(next, req).await;
     };
-    let budgets = state
-        .limiter
-        .budgets(&key_id, key_limit, &principal.id, t.model.as_deref());
+    let budgets = state.limiter.budgets(
+        t.key_id.as_deref(),
+        key_limit,
+        &principal.id,
+        t.model.as_deref(),
+    );
     if let Err((budget, retry_after)) = state.limiter.admit(&budgets, now_ms()) {
         tracing::info!(request_id = %info.id, %budget, "rate limited");
         trail.update(|t| t.error = Some(ErrorCode::RateLimited));
@@ -211,7 +215,7 @@ mod tests {
     fn requests_per_minute_are_enforced_per_budget() {
         let limiter = RateLimiter::new(RateLimitConfig::default());
         let budgets = limiter.budgets(
-            "k",
+            Some("k"),
             RateLimit {
                 rpm: Some(3),
                 tpm: None,
@@ -228,7 +232,7 @@ mod tests {
         assert_eq!(retry, 59);
         // Another key is unaffected.
         let other = limiter.budgets(
-            "k2",
+            Some("k2"),
             RateLimit {
                 rpm: Some(3),
                 tpm: None,
@@ -242,10 +246,26 @@ mod tests {
     }
 
     #[test]
+    fn a_browser_session_without_a_key_is_limited_per_principal() {
+        let limiter = RateLimiter::new(RateLimitConfig {
+            per_principal: RateLimit {
+                rpm: Some(2),
+                tpm: None,
+            },
+            ..Default::default()
+        });
+        let budgets = limiter.budgets(None, RateLimit::default(), "u-1", None);
+        let t0 = 60_000 * 3;
+        limiter.admit(&budgets, t0).unwrap();
+        limiter.admit(&budgets, t0).unwrap();
+        assert_eq!(limiter.admit(&budgets, t0).unwrap_err().0, "principal:u-1");
+    }
+
+    #[test]
     fn sliding_window_stops_boundary_bursts() {
         let limiter = RateLimiter::new(RateLimitConfig::default());
         let budgets = limiter.budgets(
-            "k",
+            Some("k"),
             RateLimit {
                 rpm: Some(10),
                 tpm: None,
@@ -272,13 +292,13 @@ mod tests {
             },
         );
         let limiter = RateLimiter::new(config);
-        let budgets = limiter.budgets("k", RateLimit::default(), "p", Some("m"));
+        let budgets = limiter.budgets(Some("k"), RateLimit::default(), "p", Some("m"));
         assert_eq!(budgets.len(), 1);
         let t0 = 60_000 * 7;
         limiter.admit(&budgets, t0).unwrap();
         limiter.spend_tokens(&budgets, 150, t0 + 10);
         assert_eq!(limiter.admit(&budgets, t0 + 20).unwrap_err().0, "model:m");
-        let other_model = limiter.budgets("k", RateLimit::default(), "p", Some("n"));
+        let other_model = limiter.budgets(Some("k"), RateLimit::default(), "p", Some("n"));
         assert!(other_model.is_empty());
     }
 }

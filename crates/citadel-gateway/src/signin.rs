@@ -238,7 +238,8 @@ fn session_response(
             "csrf_token": session.csrf_token.as_str(),
         }),
     );
-    if let Ok(cookie) = HeaderValue::from_str(&state.signin.sessions.set_cookie(&session.token)) {
+    if let Ok(cookie) = HeaderValue::from_str(&state.signin.sessions.set_cookie(session, now_ms()))
+    {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
@@ -316,7 +317,11 @@ async fn login(
                 Outcome::Failure
             },
             principal: principal.as_ref(),
-            claimed_name: Some(&claimed),
+            claimed_name: if principal.is_none() {
+                Some(&claimed)
+            } else {
+                None
+            },
             reason,
             methods: &methods,
             session: outcome
@@ -561,6 +566,20 @@ async fn step_up(
         Err((code, message)) => return refuse(trail, info, code, message),
     };
     let now = now_ms();
+    if let Ok(Some(until)) = state
+        .signin
+        .throttle
+        .locked_until(&session.principal.name, info.client.ip(), now)
+        .await
+    {
+        trail.update(|t| t.error = Some(ErrorCode::LoginLocked));
+        let mut e = ApiError::new(
+            ErrorCode::LoginLocked,
+            "too many failed attempts; wait for the number of seconds in Retry-After",
+        );
+        e.retry_after = Some(((until - now).max(0) as u64).div_ceil(1000).max(1));
+        return error_response(&e, Some(&info.id));
+    }
     let factors = &state.signin.factors;
     let user_id = &session.principal.id;
     let checked = match (&body.totp, &body.recovery_code) {

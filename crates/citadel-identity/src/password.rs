@@ -1,9 +1,9 @@
 //! Passwords: the policy a new password must meet, and Argon2id hashing.
 //!
-//! Hashing is deliberately slow (by default RFC 9106's second recommended
-//! setting, 64 MiB and 3 passes, with one lane: about 60 ms on a current
-//! server core, well above OWASP's 19 MiB / 2 passes minimum), so it runs
-//! on the blocking pool and at most
+//! Hashing is deliberately slow (by default the memory and passes of RFC
+//! 9106's second recommended setting, 64 MiB and 3 passes, with one lane:
+//! about 130 ms on the development machine, `bench/authn`; OWASP's minimum
+//! is 19 MiB and 2 passes), so it runs on the blocking pool and at most
 //! `max_concurrent_hashes` run at once: a flood of sign-ins queues (and is
 //! refused past the queue) instead of taking every core.
 

@@ -503,13 +503,15 @@ impl Sessions {
         }
     }
 
-    /// The `Set-Cookie` value that hands `token` to the browser: `Secure`,
-    /// `HttpOnly`, `SameSite=Strict`, host-only, for the whole site.
-    pub fn set_cookie(&self, token: &str) -> Zeroizing<String> {
+    /// The `Set-Cookie` value that hands a session's cookie to the browser:
+    /// `Secure`, `HttpOnly`, `SameSite=Strict`, host-only, for the whole
+    /// site, kept no longer than the session lasts.
+    pub fn set_cookie(&self, session: &NewSession, now: i64) -> Zeroizing<String> {
+        let seconds = (session.record.expires_at - now).max(0) / 1000;
         Zeroizing::new(format!(
-            "{}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+            "{}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={seconds}",
             self.config.cookie_name,
-            self.config.lifetime.as_secs()
+            session.token.as_str()
         ))
     }
 

@@ -2,9 +2,11 @@
 //! say on whether a second factor is required, then a session. Shared by
 //! the gateway's `POST /auth/login` and its step-up.
 //!
-//! Every refusal is counted by the throttle (except refusals *because* of
-//! a lock), and every failure that is about the credentials looks the same
-//! to the client; the precise reason goes to the event.
+//! Every wrong credential (name, password, second factor) is counted by the
+//! throttle; refusals that are not guesses (a lock, a missing factor, a
+//! disabled user, policy, a busy hasher) are not. Every failure that is
+//! about the credentials looks the same to the client; the precise reason
+//! goes to the event.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -181,7 +183,9 @@ impl SignIn {
             return Ok(result);
         }
         let credentials = match self.store.find_user_credentials(name).await {
-            Ok(c) => Some(c),
+            // By name only: an id would have throttle counters of its own.
+            Ok(c) if c.user.name == name => Some(c),
+            Ok(_) => None,
             Err(citadel_store::StoreError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };

@@ -12,7 +12,9 @@
 //! (distributed guessing) is locked for everyone, which is the one case
 //! where an attacker can lock a user out, deliberately set high.
 //! While a counter is locked, attempts are refused without checking the
-//! password and are not counted, so the lock cannot be pushed out forever.
+//! password and are not counted; the first failure after a lock ends
+//! locks again, for twice as long. A counter with no failure for
+//! `forget_after` (1 h) starts again from zero.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -41,6 +43,10 @@ pub struct LockoutConfig {
     /// The longest lock.
     #[serde(deserialize_with = "duration")]
     pub max_lock: Duration,
+    /// A counter with no failure for this long starts again from zero, so
+    /// old failures (a shared NAT's, a forgetful user's) stop counting.
+    #[serde(deserialize_with = "duration")]
+    pub forget_after: Duration,
 }
 
 impl Default for LockoutConfig {
@@ -51,6 +57,7 @@ impl Default for LockoutConfig {
             per_account: 100,
             base_lock: Duration::from_secs(30),
             max_lock: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(3600),
         }
     }
 }
@@ -63,6 +70,9 @@ impl LockoutConfig {
         }
         if self.base_lock.is_zero() || self.max_lock < self.base_lock {
             return Err("identity.lockout: base_lock must be > 0 and max_lock ≥ base_lock".into());
+        }
+        if self.forget_after < self.max_lock {
+            return Err("identity.lockout.forget_after: at least max_lock, or a lock would be forgotten while it lasts".into());
         }
         Ok(())
     }
@@ -168,7 +178,12 @@ impl Throttle {
             let threshold = self.threshold(counter);
             let state = self
                 .store
-                .record_throttle_failure(&key, now, |n| self.config.lock_ms(n, threshold))
+                .record_throttle_failure(
+                    &key,
+                    now,
+                    now - self.config.forget_after.as_millis() as i64,
+                    |n| self.config.lock_ms(n, threshold),
+                )
                 .await?;
             if state.locked_until > now {
                 until = until.max(Some(state.locked_until));
@@ -279,6 +294,16 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+        // Failures older than forget_after no longer count.
+        let later = now + 3_600_001;
+        for _ in 0..4 {
+            t.failed("erin", owner, now).await.unwrap();
+        }
+        assert_eq!(
+            t.failed("erin", owner, later).await.unwrap(),
+            None,
+            "counting starts again"
+        );
         // An operator's unlock.
         for _ in 0..5 {
             t.failed("dave", owner, now).await.unwrap();

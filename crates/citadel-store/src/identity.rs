@@ -456,22 +456,26 @@ impl Store {
     }
 
     /// Counts one failure for `key` and sets the lock `lock_for(failures)`
-    /// (ms, 0 for none) from the new count. The increment is atomic, so
+    /// (ms, 0 for none) from the new count. A counter last moved before
+    /// `forget_before` starts again from one. The increment is atomic, so
     /// concurrent failures on several replicas are all counted.
     pub async fn record_throttle_failure(
         &self,
         key: &str,
         now: i64,
+        forget_before: i64,
         lock_for: impl Fn(i64) -> i64,
     ) -> Result<ThrottleState> {
         let mut tx = self.pool().begin().await?;
         let failures: i64 = sqlx::query_scalar(
             "INSERT INTO login_throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, 0, $2) \
-             ON CONFLICT (key) DO UPDATE SET failures = login_throttle.failures + 1, updated_at = $2 \
+             ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_throttle.updated_at < $3 \
+             THEN 1 ELSE login_throttle.failures + 1 END, updated_at = $2 \
              RETURNING failures",
         )
         .bind(key)
         .bind(now)
+        .bind(forget_before)
         .fetch_one(&mut *tx)
         .await?;
         let lock = lock_for(failures);

@@ -169,13 +169,39 @@ impl DataDir {
             })
             .unwrap_or(false);
         if has_any {
-            return Ok(());
+            return self.seed_sign_in_policy(dir);
         }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (name, text) in citadel_policy::DEFAULT_POLICIES {
             std::fs::write(dir.join(name), text)?;
         }
         tracing::info!(dir = %dir.display(), "wrote the default policies");
+        Ok(())
+    }
+}
+
+impl DataDir {
+    /// A policy directory from before sign-in existed has no `sign_in`
+    /// rule: nobody could sign in, and administrators would be let in by
+    /// `admin-all` without a second factor. Adds the default
+    /// `identity.cedar` (people sign in; admins and operators with MFA).
+    fn seed_sign_in_policy(&self, dir: &Path) -> Result<()> {
+        let mentions_sign_in = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
+            .any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|text| text.contains("\"sign_in\""))
+            });
+        let path = dir.join("identity.cedar");
+        if mentions_sign_in || path.exists() {
+            return Ok(());
+        }
+        let (_, text) = citadel_policy::DEFAULT_POLICIES
+            .iter()
+            .find(|(name, _)| *name == "identity.cedar")
+            .expect("identity.cedar is a default policy");
+        std::fs::write(&path, text)?;
+        tracing::warn!(file = %path.display(), "no policy said who may sign in; added the default (admins and operators need a second factor)");
         Ok(())
     }
 }
@@ -188,4 +214,37 @@ pub async fn open_store(url: &str) -> Result<Store> {
             citadel_store::redact_url(url)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_policy_directory_gets_the_sign_in_policy_once() {
+        let root = tempfile::tempdir().unwrap();
+        let data = DataDir::new(root.path().to_path_buf());
+        let dir = root.path().join("policies");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in citadel_policy::DEFAULT_POLICIES {
+            if *name != "identity.cedar" {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
+        data.seed_policies(&dir).unwrap();
+        let added = std::fs::read_to_string(dir.join("identity.cedar")).unwrap();
+        assert!(added.contains("mfa-for-privileged-roles"));
+        // The operator's own edit stays.
+        std::fs::write(dir.join("identity.cedar"), "// mine\n").unwrap();
+        std::fs::write(
+            dir.join("people.cedar"),
+            "permit (principal, action == Citadel::Action::\"sign_in\", resource);\n",
+        )
+        .unwrap();
+        data.seed_policies(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("identity.cedar")).unwrap(),
+            "// mine\n"
+        );
+    }
 }

@@ -45,7 +45,8 @@ async fn a_session_verifies_and_its_cookie_is_locked_down() {
     );
     assert!(live.csrf_matches(&new.csrf_token));
     assert!(!live.csrf_matches("forged"));
-    let cookie = sessions.set_cookie(&new.token);
+    let cookie = sessions.set_cookie(&new, now);
+    assert!(cookie.contains("Max-Age=43200"), "{}", cookie.as_str());
     for attribute in [
         "__Host-citadel_session=",
         "Path=/",
