@@ -329,6 +329,22 @@ impl Factors {
         })
     }
 
+    /// Checks that this installation's authenticator key opens the seeds
+    /// already stored (a replica started with another key file would
+    /// otherwise refuse every TOTP sign-in).
+    pub async fn check_key(&self) -> Result<(), MfaError> {
+        let Some(record) = self.store.any_totp().await? else {
+            return Ok(());
+        };
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&record.sealed_seed)
+            .map_err(|_| MfaError::Corrupt(record.user_id.clone()))?;
+        self.sealing
+            .open(&seed_aad(&record.user_id), &sealed)
+            .map(|_| ())
+            .map_err(|_| MfaError::Sealed(record.user_id))
+    }
+
     /// Whether the user has a TOTP authenticator.
     pub async fn has_totp(&self, user_id: &str) -> Result<bool, MfaError> {
         Ok(self.store.get_totp(user_id).await?.is_some())

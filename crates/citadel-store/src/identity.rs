@@ -84,6 +84,20 @@ const SESSION_COLUMNS: &str =
     "id, token_hash, csrf_hash, user_id, methods, created_at, expires_at, \
      last_seen_at, mfa_at, source_ip, user_agent, revoked_at, revoked_reason";
 
+const TOTP_COLUMNS: &str = "user_id, sealed_seed, algorithm, digits, period, last_step, created_at";
+
+fn totp_from_row(row: &sqlx::any::AnyRow) -> Result<TotpRecord> {
+    Ok(TotpRecord {
+        user_id: row.try_get("user_id")?,
+        sealed_seed: row.try_get("sealed_seed")?,
+        algorithm: row.try_get("algorithm")?,
+        digits: row.try_get("digits")?,
+        period: row.try_get("period")?,
+        last_step: row.try_get("last_step")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 fn session_from_row(row: &sqlx::any::AnyRow) -> Result<SessionRecord> {
     Ok(SessionRecord {
         id: row.try_get("id")?,
@@ -206,25 +220,23 @@ impl Store {
 
     /// A user's TOTP authenticator, if enrolled.
     pub async fn get_totp(&self, user_id: &str) -> Result<Option<TotpRecord>> {
-        let row = sqlx::query(
-            "SELECT user_id, sealed_seed, algorithm, digits, period, last_step, created_at \
-             FROM totp_authenticators WHERE user_id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {TOTP_COLUMNS} FROM totp_authenticators WHERE user_id = $1"
+        ))
         .bind(user_id)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| {
-            Ok(TotpRecord {
-                user_id: row.try_get("user_id")?,
-                sealed_seed: row.try_get("sealed_seed")?,
-                algorithm: row.try_get("algorithm")?,
-                digits: row.try_get("digits")?,
-                period: row.try_get("period")?,
-                last_step: row.try_get("last_step")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(totp_from_row).transpose()
+    }
+
+    /// Any one TOTP authenticator (to check the sealing key against).
+    pub async fn any_totp(&self) -> Result<Option<TotpRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOTP_COLUMNS} FROM totp_authenticators ORDER BY user_id LIMIT 1"
+        ))
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(totp_from_row).transpose()
     }
 
     /// Removes a user's TOTP authenticator; whether there was one.

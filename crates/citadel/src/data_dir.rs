@@ -97,6 +97,12 @@ impl DataDir {
         )
         .await
         .map_err(anyhow::Error::msg)?;
+        signin.factors.check_key().await.map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: keys/authenticator-secrets.key is not the key the stored TOTP seeds were sealed with; \
+                 a replica must use the same key file as the others (copy it from the installation)"
+            )
+        })?;
         Ok(std::sync::Arc::new(signin))
     }
 

@@ -230,3 +230,23 @@ fn config_outside_the_standard_is_refused() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn another_installation_key_is_refused_when_seeds_exist() {
+    let (factors, store, alice, _d) = fixture(TotpConfig::default()).await;
+    factors.check_key().await.unwrap();
+    factors.enroll_totp(&alice).await.unwrap();
+    factors.check_key().await.unwrap();
+    let (other, _) = SealingKey::generate().unwrap();
+    let replica = Factors::new(
+        store,
+        Arc::new(other),
+        KeyHasher::new(Zeroizing::new(vec![9u8; 32])),
+        TotpConfig::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        replica.check_key().await,
+        Err(MfaError::Sealed(_))
+    ));
+}
