@@ -1,6 +1,7 @@
 //! Layer 3, authenticate: who is this? Verifies the `Authorization: Bearer`
 //! API key against the in-memory credential snapshot (a keyed hash and a
-//! constant-time compare: microseconds, no I/O), or, when no
+//! constant-time compare: microseconds, no I/O), a bearer JWT of a
+//! configured identity provider against its cached JWKS, or, when no
 //! `Authorization` header is sent, the browser session cookie (a hash and a
 //! map lookup; the store is read once per session and replica). A refusal
 //! is always 401 `invalid_credentials`, whatever the reason, so a caller
@@ -40,22 +41,30 @@ pub fn layer(state: Arc<GatewayState>) -> StageLayer {
     })
 }
 
+/// The bearer token of the single `Authorization: Bearer` header, if that
+/// is what the request carries.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 /// Verifies the bearer API key in `headers`.
 pub fn verify_bearer(
     registry: &KeyRegistry,
     headers: &http::HeaderMap,
 ) -> Result<VerifiedKey, AuthFailure> {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthFailure::Missing)?;
-    if values.next().is_some() {
-        return Err(AuthFailure::Malformed);
+    if !headers.contains_key(http::header::AUTHORIZATION) {
+        return Err(AuthFailure::Missing);
     }
-    let text = value.to_str().map_err(|_| AuthFailure::Malformed)?;
-    let (scheme, token) = text.split_once(' ').ok_or(AuthFailure::Malformed)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthFailure::Malformed);
-    }
-    registry.verify(token.trim(), now_ms())
+    let token = bearer_token(headers).ok_or(AuthFailure::Malformed)?;
+    registry.verify(token, now_ms())
 }
 
 /// The 401 (or the 503 when the refusal itself cannot be recorded), with its
@@ -219,6 +228,33 @@ async fn authenticate(
             }
             Some(Err(refusal)) => return refusal,
             None => {}
+        }
+    }
+    if state.signin.jwt.is_enabled() {
+        if let Some(token) =
+            bearer_token(req.headers()).filter(|t| citadel_identity::jwt::looks_like_jwt(t))
+        {
+            return match state.signin.jwt.verify(token, now_ms()).await {
+                Ok(jwt) => {
+                    req.headers_mut().remove(http::header::AUTHORIZATION);
+                    strip_session_credentials(&state, req.headers_mut());
+                    req.extensions_mut().insert(Credential::Jwt {
+                        expires_at: jwt.expires_at,
+                    });
+                    trail.update(|t| {
+                        t.principal = Some(jwt.principal.clone());
+                        t.auth_method = Some("jwt");
+                        t.mfa_at = jwt.mfa_at;
+                    });
+                    call_next(next, req).await
+                }
+                Err(failure) => {
+                    trail.update(|t| t.error = Some(ErrorCode::InvalidCredentials));
+                    let view = RequestView::of(&info, &req);
+                    refuse_authentication(&state, &view, failure.as_str(), "Bearer JWT", "gateway")
+                        .await
+                }
+            };
         }
     }
     match verify_bearer(&state.registry, req.headers()) {

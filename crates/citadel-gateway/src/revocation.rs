@@ -39,6 +39,11 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 pub enum Credential {
     /// An API key, by id.
     ApiKey(String),
+    /// A bearer JWT, good until its `exp` (Unix ms).
+    Jwt {
+        /// When it expires.
+        expires_at: i64,
+    },
     /// A browser session, by id, with its absolute end (Unix ms).
     Session {
         /// Session id.
@@ -101,6 +106,11 @@ impl RevocableBody {
                 Credential::ApiKey(id) => {
                     if let Err(failure) = self.state.registry.still_valid(id, now) {
                         return Some(failure.as_str());
+                    }
+                }
+                Credential::Jwt { expires_at } => {
+                    if now >= *expires_at {
+                        return Some("expired_jwt");
                     }
                 }
                 Credential::Session { id, expires_at } => {

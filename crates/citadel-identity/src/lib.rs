@@ -11,12 +11,16 @@
 //! code) and get a session cookie; sign-in failures are throttled per
 //! account and address.
 //!
-//! Non-features (yet): WebAuthn, OIDC, device and workload identity.
+//! Bearer JWTs of external identity providers are verified against their
+//! JWKS, with claims mapped to roles.
+//!
+//! Non-features (yet): WebAuthn, OIDC browser login, device and workload identity.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod accounts;
 mod api_key;
+pub mod jwt;
 pub mod mfa;
 pub mod password;
 mod registry;
@@ -48,6 +52,8 @@ pub struct IdentityConfig {
     pub sessions: SessionConfig,
     /// `[identity.lockout]`.
     pub lockout: LockoutConfig,
+    /// `[[identity.jwt]]`: identity providers whose bearer JWTs are accepted.
+    pub jwt: Vec<jwt::JwtIssuerConfig>,
 }
 
 impl IdentityConfig {
@@ -56,7 +62,8 @@ impl IdentityConfig {
         self.password.validate()?;
         self.totp.validate()?;
         self.sessions.validate()?;
-        self.lockout.validate()
+        self.lockout.validate()?;
+        jwt::JwtVerifier::new(&self.jwt).map(|_| ())
     }
 }
 
@@ -78,6 +85,9 @@ impl SignIn {
         )?);
         let sessions = Sessions::new(store.clone(), config.sessions.clone()).await?;
         let throttle = Throttle::new(store.clone(), config.lockout.clone())?;
-        Ok(Self::new(store, passwords, factors, sessions, throttle))
+        let jwt = std::sync::Arc::new(jwt::JwtVerifier::new(&config.jwt)?);
+        Ok(Self::new(
+            store, passwords, factors, sessions, throttle, jwt,
+        ))
     }
 }

@@ -129,6 +129,8 @@ pub struct SignIn {
     pub sessions: Arc<Sessions>,
     /// Failure counting.
     pub throttle: Throttle,
+    /// Bearer JWTs of external identity providers.
+    pub jwt: Arc<crate::jwt::JwtVerifier>,
 }
 
 fn plausible_name(name: &str) -> bool {
@@ -147,6 +149,7 @@ impl SignIn {
         factors: Arc<Factors>,
         sessions: Arc<Sessions>,
         throttle: Throttle,
+        jwt: Arc<crate::jwt::JwtVerifier>,
     ) -> Self {
         Self {
             store,
@@ -154,6 +157,7 @@ impl SignIn {
             factors,
             sessions,
             throttle,
+            jwt,
         }
     }
 

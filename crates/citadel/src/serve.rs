@@ -236,6 +236,13 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     tokio::spawn(registry.clone().watch(Duration::from_millis(100)));
     let signin = data.sign_in(&store, &config).await?;
     tokio::spawn(signin.sessions.clone().watch(Duration::from_millis(100)));
+    if signin.jwt.is_enabled() {
+        let jwt = signin.jwt.clone();
+        tokio::spawn(async move {
+            jwt.fetch_all().await;
+            jwt.refresh_forever().await;
+        });
+    }
 
     let policy_dir = data.policy_dir(&config);
     data.seed_policies(&policy_dir)?;

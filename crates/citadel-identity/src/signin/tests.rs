@@ -39,7 +39,14 @@ async fn fixture() -> Fixture {
         .unwrap();
     let throttle = Throttle::new(store.clone(), LockoutConfig::default()).unwrap();
     Fixture {
-        signin: SignIn::new(store.clone(), passwords, factors, sessions, throttle),
+        signin: SignIn::new(
+            store.clone(),
+            passwords,
+            factors,
+            sessions,
+            throttle,
+            Arc::new(crate::jwt::JwtVerifier::new(&[]).unwrap()),
+        ),
         store,
         _dir: dir,
     }

@@ -8,6 +8,7 @@ mod audit;
 mod binary;
 mod gateway;
 mod identity;
+mod jwt;
 mod limits;
 mod policy;
 mod upstream_tls;
