@@ -7,6 +7,8 @@
 //!   (the store is read once per session and replica, then never);
 //! - Argon2id at the configured parameters: one hash and one verify (the
 //!   cost of one password sign-in);
+//! - a bearer JWT (ES256) against a cached JWKS: the first use of a token
+//!   (signature check) and every later use (verified-token cache);
 //! - a TOTP check (seed unsealed with AES-GCM, the window's codes computed,
 //!   the used step recorded in the store).
 
@@ -133,7 +135,10 @@ async fn main() {
     }
     let session_first_us = t.elapsed().as_secs_f64() * 1e6 / 200.0;
 
-    // Argon2id at the default (OWASP) parameters.
+    // Bearer JWT (ES256) from a provider whose JWKS is served on loopback.
+    let (jwt_first_us, jwt_cached_ns) = jwt_figures(now).await;
+
+    // Argon2id at the default parameters.
     let passwords = Passwords::new(PasswordConfig::default()).unwrap();
     let mut hash_ms = Vec::new();
     let mut verify_ms = Vec::new();
@@ -192,7 +197,14 @@ async fn main() {
         "    session cookie (first use)  {:>8.2} µs  (one store read per session per replica)",
         session_first_us
     );
-    println!("    bearer JWT (cached JWKS)         n/a  (not built yet)");
+    println!(
+        "    bearer JWT, cached token    {:>8.2} µs",
+        jwt_cached_ns / 1000.0
+    );
+    println!(
+        "    bearer JWT, first use       {:>8.2} µs  (ES256 signature check, cached JWKS)",
+        jwt_first_us
+    );
     println!("    mTLS device                      n/a  (not built yet)");
     println!("  sign-in cost:");
     println!(
@@ -207,4 +219,86 @@ async fn main() {
         "    TOTP check                  {:>8.1} µs  (store read + unseal + window)",
         totp_us
     );
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Serves `body` as JSON to every request on a loopback port.
+async fn serve_json(body: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn jwt_figures(now: i64) -> (f64, f64) {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let public = key.public_key().as_ref();
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
+        "x": b64(&public[1..33]), "y": b64(&public[33..65])}]});
+    let addr = serve_json(jwks.to_string()).await;
+    let issuer = format!("http://{addr}");
+    let config: citadel_identity::jwt::JwtIssuerConfig = toml::from_str(&format!(
+        "name = \"bench\"\nissuer = \"{issuer}\"\njwks_url = \"{issuer}/jwks\"\naudiences = [\"citadel\"]\nalgorithms = [\"ES256\"]\n[role_map]\nml = \"developer\"\n"
+    ))
+    .unwrap();
+    let verifier = citadel_identity::jwt::JwtVerifier::new(&[config]).unwrap();
+    verifier.fetch_all().await;
+    let mint = |sub: usize| {
+        let header = serde_json::json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        let claims = serde_json::json!({"iss": issuer, "aud": "citadel", "sub": format!("user-{sub}"),
+            "groups": ["ml"], "exp": now / 1000 + 3600});
+        let input = format!(
+            "{}.{}",
+            b64(&serde_json::to_vec(&header).unwrap()),
+            b64(&serde_json::to_vec(&claims).unwrap())
+        );
+        let sig = key.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(sig.as_ref()))
+    };
+    let tokens: Vec<String> = (0..2000).map(mint).collect();
+    let t = Instant::now();
+    for tok in &tokens {
+        verifier.verify(tok, now).await.unwrap();
+    }
+    let first_us = t.elapsed().as_secs_f64() * 1e6 / tokens.len() as f64;
+    let mut rounds = Vec::new();
+    for _ in 0..7 {
+        let n = 200_000;
+        let t = Instant::now();
+        for i in 0..n {
+            std::hint::black_box(
+                verifier
+                    .verify(&tokens[i % tokens.len()], now)
+                    .await
+                    .unwrap(),
+            );
+        }
+        rounds.push(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    (first_us, median(rounds))
 }

@@ -243,7 +243,22 @@ struct Issuer {
 /// Verifies bearer JWTs of the configured issuers.
 pub struct JwtVerifier {
     issuers: Vec<Arc<Issuer>>,
+    /// Tokens already verified (by SHA-256), until their `exp`: a client
+    /// sends the same access token on many requests, and a signature check
+    /// costs tens of microseconds. Emptied whenever a key set changes.
+    verified: parking_lot::Mutex<HashMap<[u8; 32], Remembered>>,
 }
+
+/// A verified token and the key set it was verified against: a hit counts
+/// only while that set is still the issuer's current one.
+struct Remembered {
+    verified: VerifiedJwt,
+    issuer: usize,
+    keys: Arc<HashMap<String, Arc<DecodingKey>>>,
+}
+
+/// Tokens remembered at most.
+const VERIFIED_CACHE_MAX: usize = 10_000;
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -313,7 +328,10 @@ impl JwtVerifier {
                 client,
             }));
         }
-        Ok(Self { issuers })
+        Ok(Self {
+            issuers,
+            verified: parking_lot::Mutex::new(HashMap::new()),
+        })
     }
 
     /// Whether any issuer is configured.
@@ -349,11 +367,37 @@ impl JwtVerifier {
 
     /// Verifies a bearer token at `now` (Unix ms).
     pub async fn verify(&self, token: &str, now: i64) -> Result<VerifiedJwt, JwtFailure> {
-        let issuer = self.issuer_of(token)?;
-        issuer.verify(token, now).await
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.verified.lock().get(&digest) {
+            let current = self.issuers[hit.issuer].keys.load();
+            if now < hit.verified.expires_at && Arc::ptr_eq(&hit.keys, &current) {
+                return Ok(hit.verified.clone());
+            }
+        }
+        let (index, issuer) = self.issuer_of(token)?;
+        let keys = issuer.keys.load_full();
+        let verified = issuer.verify(token, now).await?;
+        if !Arc::ptr_eq(&keys, &issuer.keys.load()) {
+            // The set changed while this token was checked: not remembered.
+            return Ok(verified);
+        }
+        let mut cache = self.verified.lock();
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            digest,
+            Remembered {
+                verified: verified.clone(),
+                issuer: index,
+                keys,
+            },
+        );
+        Ok(verified)
     }
 
-    fn issuer_of(&self, token: &str) -> Result<&Arc<Issuer>, JwtFailure> {
+    fn issuer_of(&self, token: &str) -> Result<(usize, &Arc<Issuer>), JwtFailure> {
         if token.len()
             > self
                 .issuers
@@ -370,15 +414,16 @@ impl JwtVerifier {
             .map_err(|_| JwtFailure::Malformed)?;
         let peek: Peek = serde_json::from_slice(&bytes).map_err(|_| JwtFailure::Malformed)?;
         let iss = peek.iss.ok_or(JwtFailure::MissingClaim)?;
-        let issuer = self
+        let (index, issuer) = self
             .issuers
             .iter()
-            .find(|i| i.config.issuer == iss)
+            .enumerate()
+            .find(|(_, i)| i.config.issuer == iss)
             .ok_or(JwtFailure::UnknownIssuer)?;
         if token.len() > issuer.config.max_token_bytes {
             return Err(JwtFailure::Oversized);
         }
-        Ok(issuer)
+        Ok((index, issuer))
     }
 }
 
