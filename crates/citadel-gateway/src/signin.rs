@@ -566,12 +566,24 @@ async fn step_up(
         Err((code, message)) => return refuse(trail, info, code, message),
     };
     let now = now_ms();
-    if let Ok(Some(until)) = state
+    let locked = match state
         .signin
         .throttle
         .locked_until(&session.principal.name, info.client.ip(), now)
         .await
     {
+        Ok(locked) => locked,
+        Err(e) => {
+            tracing::error!(error = %e, "throttle unavailable; step-up refused");
+            return refuse(
+                trail,
+                info,
+                ErrorCode::Internal,
+                "step-up is unavailable right now; try again shortly",
+            );
+        }
+    };
+    if let Some(until) = locked {
         trail.update(|t| t.error = Some(ErrorCode::LoginLocked));
         let mut e = ApiError::new(
             ErrorCode::LoginLocked,

@@ -14,7 +14,8 @@
 //! While a counter is locked, attempts are refused without checking the
 //! password and are not counted; the first failure after a lock ends
 //! locks again, for twice as long. A counter with no failure for
-//! `forget_after` (1 h) starts again from zero.
+//! `forget_after` (24 h) starts again from zero. Account names are stored
+//! only as digests.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -44,7 +45,9 @@ pub struct LockoutConfig {
     #[serde(deserialize_with = "duration")]
     pub max_lock: Duration,
     /// A counter with no failure for this long starts again from zero, so
-    /// old failures (a shared NAT's, a forgetful user's) stop counting.
+    /// old failures (a shared NAT's, a forgetful user's) stop counting;
+    /// well above `max_lock`, so back-off keeps doubling through a
+    /// sustained attack.
     #[serde(deserialize_with = "duration")]
     pub forget_after: Duration,
 }
@@ -57,7 +60,7 @@ impl Default for LockoutConfig {
             per_account: 100,
             base_lock: Duration::from_secs(30),
             max_lock: Duration::from_secs(3600),
-            forget_after: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -104,6 +107,14 @@ pub struct Throttle {
     config: LockoutConfig,
 }
 
+/// An account name as the throttle stores it: a digest, because a name
+/// that matches no user may be a password typed in the wrong field.
+pub fn account_key(account: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("citadel/throttle/{}", account.to_lowercase()));
+    hex::encode(&digest[..16])
+}
+
 /// An address as the throttle counts it: IPv4 whole, IPv6 by its /64 (one
 /// host usually holds a whole /64, so counting single addresses would let
 /// it rotate freely).
@@ -128,7 +139,7 @@ impl Throttle {
     }
 
     fn keys(account: &str, ip: IpAddr) -> [(Counter, String); 3] {
-        let account = account.to_lowercase();
+        let account = account_key(account);
         let address = address_key(ip);
         [
             (Counter::Pair, format!("pair:{account}|{address}")),
@@ -205,11 +216,9 @@ impl Throttle {
 
     /// An operator's unlock of an account (every address).
     pub async fn unlock_account(&self, account: &str) -> citadel_store::Result<u64> {
+        let key = account_key(account);
         self.store
-            .clear_throttle_prefix(
-                &format!("pair:{}|", account.to_lowercase()),
-                &format!("acct:{}", account.to_lowercase()),
-            )
+            .clear_throttle_prefix(&format!("pair:{key}|"), &format!("acct:{key}"))
             .await
     }
 }
@@ -295,7 +304,7 @@ mod tests {
             .unwrap()
             .is_none());
         // Failures older than forget_after no longer count.
-        let later = now + 3_600_001;
+        let later = now + 24 * 3_600_000 + 1;
         for _ in 0..4 {
             t.failed("erin", owner, now).await.unwrap();
         }

@@ -112,20 +112,15 @@ impl Store {
                 .await?;
         }
         crate::identity::revoke_user_sessions(&mut tx, &user.id, "erased", at).await?;
-        // Where the person signed in from, and the throttle's counters
-        // keyed by their name, name them too.
+        // Where the person signed in from names them too. (The throttle's
+        // counters hold only a digest of the name.)
         sqlx::query(
             "UPDATE sessions SET source_ip = 'erased', user_agent = NULL WHERE user_id = $1",
         )
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-        let lower = user.name.to_lowercase();
-        sqlx::query("DELETE FROM login_throttle WHERE key = $1 OR key LIKE $2")
-            .bind(format!("acct:{lower}"))
-            .bind(format!("pair:{lower}|%"))
-            .execute(&mut *tx)
-            .await?;
+
         bump_enforcement_version(&mut *tx).await?;
         tx.commit().await?;
         Ok(UserRecord {
