@@ -204,6 +204,7 @@ async fn decide(
         auth_method: "api_key",
         mfa: false,
         mfa_age_seconds: i64::MAX,
+        device_trust: "unknown",
     };
     let decision = state
         .policy

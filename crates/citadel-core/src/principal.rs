@@ -13,6 +13,8 @@ pub enum PrincipalKind {
     User,
     /// A machine identity, such as the owner of a service API key.
     ServiceAccount,
+    /// A service identified by its SPIFFE X.509 certificate.
+    Workload,
 }
 
 impl PrincipalKind {
@@ -21,6 +23,7 @@ impl PrincipalKind {
         match self {
             Self::User => "user",
             Self::ServiceAccount => "service_account",
+            Self::Workload => "workload",
         }
     }
 
@@ -29,6 +32,7 @@ impl PrincipalKind {
         match text {
             "user" => Some(Self::User),
             "service_account" => Some(Self::ServiceAccount),
+            "workload" => Some(Self::Workload),
             _ => None,
         }
     }

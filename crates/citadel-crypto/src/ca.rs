@@ -26,6 +26,19 @@ pub struct IssuedCert {
     pub key_pem: Zeroizing<String>,
 }
 
+/// A device certificate issued from the device's own CSR.
+#[derive(Debug, Clone)]
+pub struct DeviceCert {
+    /// Certificate chain: leaf first, then the CA.
+    pub chain_pem: String,
+    /// The device's public key (uncompressed P-256 point).
+    pub public_key: Vec<u8>,
+    /// SHA-256 of the DER certificate, hex.
+    pub fingerprint: String,
+    /// `notAfter`, Unix ms.
+    pub not_after: i64,
+}
+
 /// The CA: its key and the certificate clients trust.
 pub struct InternalCa {
     key: KeyPair,
@@ -119,6 +132,84 @@ impl InternalCa {
     /// subject is `name`.
     pub fn issue_client_cert(&self, name: &str) -> Result<IssuedCert> {
         self.issue(&[name.to_owned()], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// Issues a device certificate from the device's CSR (the device keeps
+    /// its key): a P-256 key is required, the CSR's self-signature must
+    /// verify, and nothing in it but the key is used. The certificate
+    /// names the device by `urn:citadel:device:<id>` (URI SAN and CN).
+    pub fn issue_device_cert(
+        &self,
+        csr_pem: &str,
+        device_id: &str,
+        days: i64,
+    ) -> Result<DeviceCert> {
+        let invalid = |reason: String| CryptoError::Invalid {
+            path: "certificate signing request".into(),
+            reason,
+        };
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| invalid(format!("not a valid CSR: {e}")))?;
+        if csr.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+            return Err(invalid("the device key must be ECDSA P-256".into()));
+        }
+        let public_key = rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec();
+        let uri = format!("urn:citadel:device:{device_id}");
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, uri.clone());
+        params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(days);
+        let cert = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer, &self.key)?;
+        let fingerprint = crate::read_cert(cert.der())
+            .map(|c| c.fingerprint)
+            .unwrap_or_default();
+        Ok(DeviceCert {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            public_key,
+            fingerprint,
+            not_after: (now + Duration::days(days)).unix_timestamp() * 1000,
+        })
+    }
+
+    /// Issues a SPIFFE X.509-SVID for `spiffe_id` (its only URI SAN; client
+    /// and server authentication), valid for `lifetime`, with a new key.
+    pub fn issue_workload_cert(
+        &self,
+        spiffe_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<(IssuedCert, i64)> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.to_owned().try_into()?)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        let not_after = now + Duration::seconds(lifetime.as_secs() as i64);
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
+        Ok((
+            IssuedCert {
+                chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+                key_pem: Zeroizing::new(key.serialize_pem()),
+            },
+            not_after.unix_timestamp() * 1000,
+        ))
     }
 
     fn issue(&self, names: &[String], usage: ExtendedKeyUsagePurpose) -> Result<IssuedCert> {

@@ -13,15 +13,20 @@
 #![warn(missing_docs)]
 
 mod ca;
+mod client_cert;
 mod envelope;
 mod secret_file;
 mod tls;
 
-pub use ca::{InternalCa, IssuedCert};
+pub use ca::{DeviceCert, InternalCa, IssuedCert};
+pub use client_cert::{
+    read_cert, verify_p256, CertFacts, CertProblem, ClientCert, ClientCertChecker,
+};
 pub use envelope::{SealError, SealingKey, KEY_LEN};
 pub use secret_file::{load_or_create_secret, read_private_file, write_private_file};
 pub use tls::{
-    client_config, server_config, server_config_requiring_client_cert, ClientTlsOptions,
+    client_config, server_config, server_config_requiring_client_cert,
+    server_config_with_client_certs, ClientTlsOptions,
 };
 
 /// Errors from key and certificate handling.

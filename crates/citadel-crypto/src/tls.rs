@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{CryptoError, Result};
 
-fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| CryptoError::Invalid {
@@ -40,6 +40,20 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
     let builder = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth();
+    with_certificate(builder, chain_pem, key_pem)
+}
+
+/// A TLS 1.3 server configuration that asks for (but does not require) a
+/// client certificate; the certificate is judged after the handshake by
+/// `checker` (see `client_cert.rs`).
+pub fn server_config_with_client_certs(
+    chain_pem: &str,
+    key_pem: &str,
+    checker: &crate::ClientCertChecker,
+) -> Result<Arc<ServerConfig>> {
+    let builder = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(checker.lenient());
     with_certificate(builder, chain_pem, key_pem)
 }
 

@@ -49,6 +49,7 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         auth_method: trail.auth_method(),
         mfa: trail.mfa(),
         mfa_age_seconds: trail.mfa_age_seconds(),
+        device_trust: trail.device_trust(),
     };
     let (action, resource, resource_json) = match &target {
         Target::Model { upstream, model } => (

@@ -33,6 +33,10 @@ pub struct TrailData {
     pub auth_method: Option<&'static str>,
     /// When the caller's credential last proved a second factor (Unix ms).
     pub mfa_at: Option<i64>,
+    /// The client device's trust, from its certificate (`unknown` without one).
+    pub device_trust: Option<&'static str>,
+    /// The client device's id, if it presented a device certificate.
+    pub device_id: Option<String>,
     /// Upstream chosen.
     pub upstream: Option<String>,
     /// Model requested.
@@ -72,6 +76,11 @@ impl Trail {
     /// Whether a second factor was proved.
     pub fn mfa(&self) -> bool {
         self.0.lock().mfa_at.is_some()
+    }
+
+    /// The client device's trust (`unknown` without a device certificate).
+    pub fn device_trust(&self) -> &'static str {
+        self.0.lock().device_trust.unwrap_or("unknown")
     }
 
     /// Seconds since a second factor was proved (`i64::MAX` if never).

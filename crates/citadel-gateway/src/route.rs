@@ -292,6 +292,7 @@ async fn list_models(
         auth_method: trail.auth_method(),
         mfa: trail.mfa(),
         mfa_age_seconds: trail.mfa_age_seconds(),
+        device_trust: trail.device_trust(),
     };
     let mut data = Vec::new();
     let mut policies = Vec::new();

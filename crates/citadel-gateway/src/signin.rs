@@ -212,6 +212,7 @@ impl citadel_identity::signin::SignInPolicy for SignInByPolicy {
                     auth_method: "password",
                     mfa,
                     mfa_age_seconds: if mfa { 0 } else { i64::MAX },
+                    device_trust: "unknown",
                 },
             )
             .allowed

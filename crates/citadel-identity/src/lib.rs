@@ -14,13 +14,18 @@
 //! Bearer JWTs of external identity providers are verified against their
 //! JWKS, with claims mapped to roles.
 //!
-//! Non-features (yet): WebAuthn, OIDC browser login, device and workload identity.
+//! Devices (enrolled with a one-time token and a CSR, posture reports
+//! signed with the device key) and workloads (SPIFFE X.509 identities)
+//! are known by their certificates from the internal CA.
+//!
+//! Non-features (yet): WebAuthn, OIDC browser login.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod accounts;
 mod api_key;
 pub mod jwt;
+pub mod machines;
 pub mod mfa;
 pub mod password;
 mod registry;
@@ -54,6 +59,10 @@ pub struct IdentityConfig {
     pub lockout: LockoutConfig,
     /// `[[identity.jwt]]`: identity providers whose bearer JWTs are accepted.
     pub jwt: Vec<jwt::JwtIssuerConfig>,
+    /// `[identity.devices]`: device enrolment, certificates and posture.
+    pub devices: machines::DeviceConfig,
+    /// `[identity.workloads]`: SPIFFE workload identities.
+    pub workloads: machines::WorkloadConfig,
 }
 
 impl IdentityConfig {
@@ -63,6 +72,8 @@ impl IdentityConfig {
         self.totp.validate()?;
         self.sessions.validate()?;
         self.lockout.validate()?;
+        self.devices.validate()?;
+        self.workloads.validate()?;
         jwt::JwtVerifier::new(&self.jwt).map(|_| ())
     }
 }

@@ -98,6 +98,8 @@ pub struct RequestFacts<'a> {
     pub mfa: bool,
     /// Seconds since the second factor was proved (`i64::MAX` if never).
     pub mfa_age_seconds: i64,
+    /// The client device's trust (`unknown`, `registered`, `compliant`).
+    pub device_trust: &'a str,
 }
 
 /// The answer.
@@ -142,6 +144,7 @@ struct DecisionKey {
     auth_method: String,
     mfa: bool,
     mfa_age_seconds: i64,
+    device_trust: String,
 }
 
 impl DecisionKey {
@@ -197,6 +200,7 @@ impl DecisionKey {
             auth_method: facts.auth_method.to_owned(),
             mfa: facts.mfa,
             mfa_age_seconds: facts.mfa_age_seconds,
+            device_trust: facts.device_trust.to_owned(),
         }
     }
 }
@@ -419,6 +423,7 @@ impl PolicyEngine {
         let principal_type = match principal.kind {
             PrincipalKind::User => "Citadel::User",
             PrincipalKind::ServiceAccount => "Citadel::ServiceAccount",
+            PrincipalKind::Workload => "Citadel::Workload",
         };
         let principal_uid = uid(principal_type, &principal.id);
         entities.push(
@@ -496,6 +501,7 @@ impl PolicyEngine {
                 "mfa_age_seconds".to_owned(),
                 RestrictedExpression::new_long(facts.mfa_age_seconds),
             ),
+            ("device_trust".to_owned(), string(facts.device_trust)),
         ])
         .map_err(|e| e.to_string())?;
         match self.action_entities.get(action.cedar_id()) {

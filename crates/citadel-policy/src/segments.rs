@@ -5,8 +5,8 @@
 //! Each role (built-in and custom) is asked, as a user and as a service
 //! account holding only that role, every question the gateway asks: invoke
 //! each model, and call each route with each method. A cell is `allow`
-//! (permitted as is), `mfa` (permitted only with a fresh second factor), or
-//! `deny`. Conditions on the request's
+//! (permitted as is), `mfa` (permitted only with a fresh second factor),
+//! `device` (permitted only from a compliant device), or `deny`. Conditions on the request's
 //! context other than the second factor (the source address, the path) are
 //! evaluated for the address and path given, and say so in the answer.
 
@@ -68,6 +68,9 @@ pub enum Access {
     Allow,
     /// Permitted only with a (fresh) second factor.
     Mfa,
+    /// Permitted only from a compliant device (and a second factor, if
+    /// policy also asks for one).
+    Device,
     /// Denied.
     Deny,
 }
@@ -131,6 +134,7 @@ impl Matrix {
         let mark = |a: Option<Access>| match a {
             Some(Access::Allow) => "allow",
             Some(Access::Mfa) => "mfa",
+            Some(Access::Device) => "device",
             Some(Access::Deny) | None => "-",
         };
         for role in &self.roles {
@@ -167,6 +171,7 @@ fn ask(
     target: &SegmentTarget,
     source_ip: IpAddr,
     mfa: bool,
+    compliant_device: bool,
 ) -> crate::Decision {
     let (action, resource) = match target.kind {
         "model" => (
@@ -199,6 +204,11 @@ fn ask(
         },
         mfa,
         mfa_age_seconds: if mfa { 0 } else { i64::MAX },
+        device_trust: if compliant_device {
+            "compliant"
+        } else {
+            "unknown"
+        },
     };
     engine.authorize(principal, action, &resource, &facts)
 }
@@ -223,11 +233,13 @@ pub fn reachability(
                 credential: "segments".into(),
             };
             for (index, target) in targets.iter().enumerate() {
-                let plain = ask(engine, &principal, target, source_ip, false);
+                let plain = ask(engine, &principal, target, source_ip, false, false);
                 let access = if plain.allowed {
                     Access::Allow
-                } else if ask(engine, &principal, target, source_ip, true).allowed {
+                } else if ask(engine, &principal, target, source_ip, true, false).allowed {
                     Access::Mfa
+                } else if ask(engine, &principal, target, source_ip, true, true).allowed {
+                    Access::Device
                 } else {
                     Access::Deny
                 };

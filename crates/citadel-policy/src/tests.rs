@@ -29,6 +29,7 @@ fn facts() -> RequestFacts<'static> {
         auth_method: "api_key",
         mfa: false,
         mfa_age_seconds: i64::MAX,
+        device_trust: "unknown",
     }
 }
 

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod devices;
 mod events;
 mod identity;
 mod keys;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use devices::{DeviceRecord, WorkloadRecord};
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
 pub use identity::{SessionRecord, ThrottleState, TotpRecord, UserCredentials};
 pub use keys::ApiKeyRecord;

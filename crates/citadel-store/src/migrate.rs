@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_identity.sql"),
         postgres: include_str!("../migrations/postgres/0005_identity.sql"),
     },
+    Migration {
+        version: 6,
+        description: "devices and workload identities",
+        sqlite: include_str!("../migrations/sqlite/0006_devices_workloads.sql"),
+        postgres: include_str!("../migrations/postgres/0006_devices_workloads.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

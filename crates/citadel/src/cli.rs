@@ -435,7 +435,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     return Ok(());
                 }
                 print!("{}", matrix.to_table());
-                println!("(allow: permitted; mfa: only with a fresh second factor; -: denied. Address conditions evaluated for {source}.)");
+                println!("(allow: permitted; mfa: only with a fresh second factor; device: only from a compliant device; -: denied. Address conditions evaluated for {source}.)");
                 Ok(())
             }
         }
