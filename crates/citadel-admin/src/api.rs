@@ -19,7 +19,7 @@ use citadel_store::EventQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{audit_log, people, AdminError, AdminState, OPENAPI};
+use crate::{audit_log, machines, people, AdminError, AdminState, OPENAPI};
 
 pub(crate) type ApiResult = Result<Json<Value>, AdminError>;
 
@@ -69,6 +69,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/upstreams", get(list_upstreams))
         .route("/api/v1/policies", get(list_policies))
         .route("/api/v1/segments", get(segments))
+        .route("/api/v1/devices", get(machines::list_devices))
+        .route(
+            "/api/v1/devices/enroll-tokens",
+            post(machines::enroll_token),
+        )
+        .route("/api/v1/devices/{id}/revoke", post(machines::revoke_device))
+        .route("/api/v1/workloads", get(machines::list_workloads))
+        .route("/api/v1/workloads/revoke", post(machines::revoke_workload))
         .route("/api/v1/policies/validate", post(validate_policies))
         .route("/api/v1/policies/reload", post(reload_policies))
         .route("/api/v1/events", get(list_events))
@@ -107,6 +115,7 @@ fn request_info(req: &Request) -> RequestInfo {
             client: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: false,
             started: std::time::Instant::now(),
+            client_cert: None,
         })
 }
 

@@ -15,6 +15,7 @@
 mod api;
 mod audit_log;
 mod error;
+mod machines;
 mod people;
 
 use std::sync::Arc;

@@ -66,6 +66,9 @@ pub enum ErrorCode {
     /// The credential was revoked (or expired) while a streamed answer was
     /// in progress; the stream ends with this code.
     AccessRevoked,
+    /// The client certificate presented is expired, not from the internal
+    /// CA, revoked, or names no enrolled device or registered workload.
+    InvalidClientCertificate,
     /// Policy asks for a stronger or fresher authentication for this
     /// request; the `WWW-Authenticate` challenge (RFC 9470) says which.
     StepUpRequired,
@@ -106,6 +109,7 @@ impl ErrorCode {
             Self::WeakPassword => "weak_password",
             Self::AccessRevoked => "access_revoked",
             Self::StepUpRequired => "step_up_required",
+            Self::InvalidClientCertificate => "invalid_client_certificate",
             Self::Internal => "internal_error",
         }
     }
@@ -118,7 +122,8 @@ impl ErrorCode {
             | Self::MfaRequired
             | Self::MfaFailed
             | Self::AccessRevoked
-            | Self::StepUpRequired => S::UNAUTHORIZED,
+            | Self::StepUpRequired
+            | Self::InvalidClientCertificate => S::UNAUTHORIZED,
             Self::MfaEnrollmentRequired | Self::CsrfFailed => S::FORBIDDEN,
             Self::LoginLocked => S::TOO_MANY_REQUESTS,
             Self::WeakPassword => S::BAD_REQUEST,

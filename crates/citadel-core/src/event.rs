@@ -140,7 +140,7 @@ impl SecurityEvent {
     /// keys, roles), API Activity otherwise; the activity comes from the
     /// operation's verb (`keys.create` → Create).
     pub fn change(operation: &str, service: &str, resource: Value) -> EventBuilder {
-        let identity = ["users.", "keys.", "roles."]
+        let identity = ["users.", "keys.", "roles.", "devices.", "workloads."]
             .iter()
             .any(|p| operation.starts_with(p));
         let class = if identity {
@@ -152,7 +152,7 @@ impl SecurityEvent {
         let (activity_id, activity) = if identity {
             // OCSF Account Change activities.
             match verb {
-                Some("create") => (1, "Create"),
+                Some("create" | "issue" | "enroll_token") => (1, "Create"),
                 Some("password") => (4, "Password Reset"),
                 Some("disable") => (5, "Disable"),
                 Some("revoke" | "erase") => (6, "Delete"),

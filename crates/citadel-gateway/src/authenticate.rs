@@ -199,12 +199,102 @@ fn strip_session_credentials(state: &GatewayState, headers: &mut http::HeaderMap
     headers.remove(CSRF_HEADER);
 }
 
+/// A device certificate seen on the request's connection.
+struct DeviceSeen {
+    id: String,
+    trust: citadel_identity::machines::DeviceTrust,
+    owner: Option<String>,
+}
+
+/// Records the device's trust for policy once the person is known: a
+/// device enrolled for someone else counts as no device at all.
+fn note_device(trail: &Trail, device: Option<&DeviceSeen>) {
+    if let Some(d) = device {
+        trail.update(|t| {
+            let owner_matches = d
+                .owner
+                .as_ref()
+                .is_none_or(|owner| t.principal.as_ref().is_some_and(|p| &p.id == owner));
+            t.device_id = Some(d.id.clone());
+            t.device_trust = Some(if owner_matches {
+                d.trust.as_str()
+            } else {
+                "unknown"
+            });
+        });
+    }
+}
+
 async fn authenticate(
     state: Arc<GatewayState>,
     mut req: GatewayRequest,
     next: Next,
 ) -> GatewayResponse {
     let (info, trail) = info_and_trail(&req);
+    let mut device = None;
+    if let Some(cert) = info.client_cert.clone() {
+        use citadel_identity::machines::Machine;
+        let identified = cert.validity.map_err(|p| p.as_str()).and_then(|()| {
+            state
+                .machines
+                .identify(&cert.facts.fingerprint, &cert.facts.uris, now_ms())
+                .map_err(|f| f.as_str())
+        });
+        match identified {
+            Err(reason) => {
+                trail.update(|t| t.error = Some(ErrorCode::InvalidClientCertificate));
+                let view = RequestView::of(&info, &req);
+                let mut event = authentication_failed(
+                    &view,
+                    reason,
+                    "mTLS client certificate",
+                    "gateway",
+                    None,
+                );
+                event.body["unmapped"] =
+                    serde_json::json!({"certificate_sha256": cert.facts.fingerprint});
+                tracing::info!(request_id = %info.id, reason, "client certificate refused");
+                let refusal = match crate::events::record_decision(&state.sink, event).await {
+                    Ok(()) => ApiError::new(
+                        ErrorCode::InvalidClientCertificate,
+                        "the client certificate is not valid here (expired, not from this installation's CA, revoked, or unknown); enrol the device or re-issue the workload certificate",
+                    ),
+                    Err(e) => e,
+                };
+                return error_response(&refusal, Some(&info.id));
+            }
+            Ok(Machine::Workload(principal)) => {
+                let other_credential = req.headers().contains_key(http::header::AUTHORIZATION)
+                    || state
+                        .signin
+                        .sessions
+                        .config()
+                        .token_in(
+                            req.headers()
+                                .get_all(http::header::COOKIE)
+                                .iter()
+                                .filter_map(|v| v.to_str().ok()),
+                        )
+                        .map_or(true, |t| t.is_some());
+                if !other_credential {
+                    req.extensions_mut()
+                        .insert(Credential::Workload(principal.id.clone()));
+                    trail.update(|t| {
+                        t.principal = Some(principal.clone());
+                        t.auth_method = Some("mtls");
+                    });
+                    return call_next(next, req).await;
+                }
+            }
+            Ok(Machine::Device { id, trust, user_id }) => {
+                device = Some(DeviceSeen {
+                    id,
+                    trust,
+                    owner: user_id,
+                });
+            }
+        }
+    }
     if !req.headers().contains_key(http::header::AUTHORIZATION) {
         let (mut parts, body) = req.into_parts();
         let found = session_of(&state, &parts, &info, &trail).await;
@@ -224,6 +314,7 @@ async fn authenticate(
                     expires_at: session.expires_at,
                 });
                 req.extensions_mut().insert(session);
+                note_device(&trail, device.as_ref());
                 return call_next(next, req).await;
             }
             Some(Err(refusal)) => return refusal,
@@ -246,6 +337,7 @@ async fn authenticate(
                         t.auth_method = Some("jwt");
                         t.mfa_at = jwt.mfa_at;
                     });
+                    note_device(&trail, device.as_ref());
                     call_next(next, req).await
                 }
                 Err(failure) => {
@@ -272,6 +364,7 @@ async fn authenticate(
                 t.key_id = Some(key.key_id.clone());
                 t.auth_method = Some("api_key");
             });
+            note_device(&trail, device.as_ref());
             call_next(next, req).await
         }
         Err(failure) => {

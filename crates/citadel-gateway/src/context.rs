@@ -20,6 +20,9 @@ pub struct RequestInfo {
     pub tls: bool,
     /// When the request arrived.
     pub started: Instant,
+    /// The client certificate of the connection, if one was presented
+    /// (judged against the internal CA after the handshake).
+    pub client_cert: Option<Arc<citadel_crypto::ClientCert>>,
 }
 
 /// What the layers decided, filled in as the request goes down.

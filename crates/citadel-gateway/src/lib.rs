@@ -7,6 +7,7 @@
 //! | — | `server.rs` | connection limit, TLS, header deadline |
 //! | 9 (outermost, so it sees every outcome) | `record.rs` | — |
 //! | 1 | `intake.rs` | 431, 413, 503 `audit_unavailable` |
+//! | 3a | `devices.rs` (`/devices/*`: enrolment, posture) | 400, 401, 403 |
 //! | 3a | `signin.rs` (`/auth/*`: sign-in, sign-out, step-up) | 401, 403, 429 `login_locked` |
 //! | 3 | `authenticate.rs` (API key or session cookie) | 401 `invalid_credentials`, 403 `csrf_failed` |
 //! | — | `route.rs` | 400 `invalid_json`, 404 `unknown_model`, 408, 413 |
@@ -25,6 +26,7 @@ pub mod authorize;
 mod body;
 pub mod config;
 pub mod context;
+pub mod devices;
 pub mod events;
 pub mod intake;
 pub mod metrics;
@@ -51,6 +53,7 @@ pub fn gateway_service(state: Arc<GatewayState>) -> server::ListenerService {
     let stack = tower::ServiceBuilder::new()
         .layer(record::layer(state.clone()))
         .layer(intake::layer(state.clone()))
+        .layer(devices::layer(state.clone()))
         .layer(signin::layer(state.clone()))
         .layer(authenticate::layer(state.clone()))
         .layer(route::layer(state.clone()))

@@ -39,6 +39,8 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 pub enum Credential {
     /// An API key, by id.
     ApiKey(String),
+    /// A workload certificate, by SPIFFE ID.
+    Workload(String),
     /// A bearer JWT, good until its `exp` (Unix ms).
     Jwt {
         /// When it expires.
@@ -105,6 +107,11 @@ impl RevocableBody {
             match &self.credential {
                 Credential::ApiKey(id) => {
                     if let Err(failure) = self.state.registry.still_valid(id, now) {
+                        return Some(failure.as_str());
+                    }
+                }
+                Credential::Workload(spiffe_id) => {
+                    if let Err(failure) = self.state.machines.workload_still_valid(spiffe_id) {
                         return Some(failure.as_str());
                     }
                 }

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     /// Metrics to count connections in.
     pub metrics: Option<Arc<GatewayMetrics>>,
+    /// Judges client certificates (when the TLS config asks for them).
+    pub client_certs: Option<Arc<citadel_crypto::ClientCertChecker>>,
 }
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +96,19 @@ pub async fn serve(
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls)) => {
-                            serve_connection(tls, peer, true, &options, service, shutdown).await
+                            let client_cert = match (
+                                &options.client_certs,
+                                tls.get_ref().1.peer_certificates(),
+                            ) {
+                                (Some(checker), Some(chain)) => checker.check(chain).map(Arc::new),
+                                _ => None,
+                            };
+                            let conn = ConnectionFacts {
+                                peer,
+                                tls: true,
+                                client_cert,
+                            };
+                            serve_connection(tls, conn, &options, service, shutdown).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
@@ -102,7 +116,14 @@ pub async fn serve(
                         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, peer, false, &options, service, shutdown).await,
+                None => {
+                    let conn = ConnectionFacts {
+                        peer,
+                        tls: false,
+                        client_cert: None,
+                    };
+                    serve_connection(stream, conn, &options, service, shutdown).await
+                }
             }
             if let Some(m) = &open {
                 m.open_connections.dec();
@@ -183,10 +204,16 @@ impl http_body::Body for InFlightBody {
     }
 }
 
-async fn serve_connection<I>(
-    io: I,
+/// What is known of a connection once it is accepted.
+struct ConnectionFacts {
     peer: SocketAddr,
     tls: bool,
+    client_cert: Option<Arc<citadel_crypto::ClientCert>>,
+}
+
+async fn serve_connection<I>(
+    io: I,
+    conn: ConnectionFacts,
     options: &ServeOptions,
     service: ListenerService,
     mut shutdown: watch::Receiver<bool>,
@@ -199,6 +226,11 @@ async fn serve_connection<I>(
         in_flight: AtomicUsize::new(0),
     });
     let seen = activity.clone();
+    let ConnectionFacts {
+        peer,
+        tls,
+        client_cert,
+    } = conn;
     let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         // Counted from the request's arrival until its response body is done
         // (or abandoned), so a long streamed answer is not "idle".
@@ -210,6 +242,7 @@ async fn serve_connection<I>(
             client: peer,
             tls,
             started: Instant::now(),
+            client_cert: client_cert.clone(),
         });
         let req = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
         async move {

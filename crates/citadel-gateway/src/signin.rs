@@ -93,7 +93,7 @@ async fn endpoints(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
     response
 }
 
-fn refuse(
+pub(crate) fn refuse(
     trail: &Trail,
     info: &RequestInfo,
     code: ErrorCode,
@@ -104,7 +104,7 @@ fn refuse(
 }
 
 /// Reads a small JSON body (`MAX_AUTH_BODY`) within the request deadline.
-async fn read_json<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
     state: &GatewayState,
     info: &RequestInfo,
     body: crate::GatewayBody,

@@ -21,6 +21,10 @@ pub struct GatewayState {
     pub registry: Arc<KeyRegistry>,
     /// People: passwords, second factors, sessions, throttle.
     pub signin: Arc<SignIn>,
+    /// Devices and workloads.
+    pub machines: Arc<citadel_identity::machines::Machines>,
+    /// The internal CA (issues device certificates at enrolment).
+    pub ca: Arc<citadel_crypto::InternalCa>,
     /// Cedar policies.
     pub policy: Arc<PolicyEngine>,
     /// Security event sink.
@@ -61,10 +65,13 @@ pub enum BuildError {
 
 impl GatewayState {
     /// Builds the state, one HTTP client per upstream.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: GatewayConfig,
         registry: Arc<KeyRegistry>,
         signin: Arc<SignIn>,
+        machines: Arc<citadel_identity::machines::Machines>,
+        ca: Arc<citadel_crypto::InternalCa>,
         policy: Arc<PolicyEngine>,
         sink: Arc<EventSink>,
         metrics: Arc<GatewayMetrics>,
@@ -93,6 +100,8 @@ impl GatewayState {
             config,
             registry,
             signin,
+            machines,
+            ca,
             policy,
             sink,
             metrics,

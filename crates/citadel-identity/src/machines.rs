@@ -430,6 +430,16 @@ impl Machines {
         Err(MachineFailure::UnrecognizedCertificate)
     }
 
+    /// Whether a workload that authenticated earlier is still registered
+    /// and not revoked (for a long request it started).
+    pub fn workload_still_valid(&self, spiffe_id: &str) -> Result<(), MachineFailure> {
+        match self.workloads.load().get(spiffe_id) {
+            None => Err(MachineFailure::UnknownWorkload),
+            Some(w) if w.revoked_at.is_some() => Err(MachineFailure::WorkloadRevoked),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Makes a one-time enrolment token (shown once; only its hash is kept).
     pub async fn new_enrollment_token(
         &self,

@@ -47,6 +47,8 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "metrics.read",
     "audit.read",
     "users.sessions",
+    "devices.list",
+    "workloads.list",
     "users.create",
     "users.disable",
     "roles.create",
@@ -62,6 +64,9 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "users.mfa_remove",
     "users.sign_out",
     "users.unlock",
+    "devices.enroll",
+    "devices.revoke",
+    "workloads.revoke",
 ];
 
 #[cfg(test)]

@@ -73,6 +73,12 @@ pub enum Command {
     /// The tamper-evident audit log: key, checkpoints, proofs, export, verify.
     #[command(subcommand)]
     Audit(crate::audit_cli::AuditCommand),
+    /// Devices: enrolment tokens, the enrolled devices, revocation.
+    #[command(subcommand)]
+    Device(crate::machines_cli::DeviceCommand),
+    /// Workloads: SPIFFE X.509 certificates for services.
+    #[command(subcommand)]
+    Workload(crate::machines_cli::WorkloadCommand),
     /// The effective reachability matrix: which role may reach which model
     /// and route (and which only with a second factor), computed from the
     /// policies and upstreams in the config.
@@ -411,6 +417,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             run_events(&store, &data, cmd).await
+        }
+        Command::Device(cmd) => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            crate::machines_cli::run_device(&store, &config, cmd).await
+        }
+        Command::Workload(cmd) => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            crate::machines_cli::run_workload(&store, &data, &config, cmd).await
         }
         Command::Segments { source, json } => {
             data.ensure()?;

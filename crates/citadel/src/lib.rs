@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod demo;
+pub mod machines_cli;
 pub mod serve;
 pub mod user_cli;

@@ -134,6 +134,7 @@ async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
 fn tls_for(
     listener: &ListenerConfig,
     ca: &citadel_crypto::InternalCa,
+    client_certs: Option<&citadel_crypto::ClientCertChecker>,
 ) -> Result<Option<Arc<rustls::ServerConfig>>> {
     if listener.insecure_http {
         tracing::warn!(listen = %listener.listen, "insecure_http = true: this listener serves plain HTTP; credentials and data cross the network unencrypted");
@@ -151,7 +152,10 @@ fn tls_for(
             (issued.chain_pem, issued.key_pem)
         }
     };
-    Ok(Some(citadel_crypto::server_config(&chain, &key)?))
+    Ok(Some(match client_certs {
+        Some(checker) => citadel_crypto::server_config_with_client_certs(&chain, &key, checker)?,
+        None => citadel_crypto::server_config(&chain, &key)?,
+    }))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -323,19 +327,31 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         tracing::info!(%addr, "demo model server started");
     }
 
+    let ca = Arc::new(citadel_crypto::InternalCa::load_or_create(&data.tls_dir())?);
+    // Devices and workloads present certificates from the internal CA.
+    let client_certs = Arc::new(citadel_crypto::ClientCertChecker::new(ca.cert_pem())?);
+    let gateway_tls = tls_for(&config.gateway, &ca, Some(&client_certs))?;
+    let admin_tls = tls_for(&config.admin, &ca, None)?;
+    let machines = citadel_identity::machines::Machines::load(
+        store.clone(),
+        config.identity.devices.clone(),
+        config.identity.workloads.clone(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    tokio::spawn(machines.clone().watch(Duration::from_millis(100)));
+
     let metrics = Arc::new(GatewayMetrics::default());
     let gateway = GatewayState::new(
         config.gateway_config(),
         registry.clone(),
         signin.clone(),
+        machines,
+        ca.clone(),
         policy.clone(),
         sink.clone(),
         metrics.clone(),
     )?;
-
-    let ca = citadel_crypto::InternalCa::load_or_create(&data.tls_dir())?;
-    let gateway_tls = tls_for(&config.gateway, &ca)?;
-    let admin_tls = tls_for(&config.admin, &ca)?;
 
     let gateway_listener = bind(config.gateway.listen, "gateway").await?;
     let admin_listener = bind(config.admin.listen, "admin API").await?;
@@ -352,6 +368,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         idle_timeout: limits.idle_timeout,
         max_header_bytes: limits.max_header_bytes,
         metrics: Some(metrics.clone()),
+        client_certs: Some(client_certs),
     };
     let admin_options = ServeOptions {
         tls: admin_tls,
@@ -360,6 +377,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         idle_timeout: limits.idle_timeout,
         max_header_bytes: limits.max_header_bytes,
         metrics: None,
+        client_certs: None,
     };
     let gateway_service: ListenerService = citadel_gateway::gateway_service(gateway.clone());
     let admin_service = citadel_admin::admin_service(AdminState {

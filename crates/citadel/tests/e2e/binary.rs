@@ -431,3 +431,58 @@ fn segments_prints_the_reachability_matrix_as_json_and_as_a_table() {
         "{table}"
     );
 }
+
+#[test]
+fn device_enroll_token_and_workload_issue_through_the_binary() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = run(citadel(data.path()).args(["device", "enroll-token", "--json"]));
+    assert!(ok, "{err}");
+    let token: Value = serde_json::from_str(&out).unwrap();
+    assert!(token["token"].as_str().unwrap().starts_with("cte_"));
+    assert!(token["expires_at"].as_i64().is_some());
+
+    let dir = data.path().join("svid");
+    let id = "spiffe://citadel.local/ns/batch/sa/indexer";
+    let (ok, out, err) = run(citadel(data.path()).args([
+        "workload",
+        "issue",
+        "--spiffe-id",
+        id,
+        "--out",
+        dir.to_str().unwrap(),
+        "--json",
+    ]));
+    assert!(ok, "{err}");
+    let issued: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(issued["roles"], serde_json::json!(["service"]));
+    let chain = std::fs::read_to_string(dir.join("svid.pem")).unwrap();
+    let der: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(chain.as_bytes()).unwrap();
+    let facts = citadel_crypto::read_cert(&der).unwrap();
+    assert_eq!(facts.uris, vec![id.to_owned()]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("svid-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(dir.join("bundle.pem").exists());
+
+    // Bad SPIFFE IDs and unknown roles are refused with a reason.
+    for (args, says) in [
+        (
+            vec!["--spiffe-id", "spiffe://other.domain/x"],
+            "trust domain",
+        ),
+        (vec!["--spiffe-id", "https://citadel.local/x"], "spiffe://"),
+        (vec!["--spiffe-id", id, "--role", "wizard"], "unknown role"),
+    ] {
+        let mut cmd = citadel(data.path());
+        cmd.args(["workload", "issue", "--out", dir.to_str().unwrap()])
+            .args(&args);
+        let (ok, _, err) = run(&mut cmd);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
+    let (ok, out, _) = run(citadel(data.path()).args(["workload", "list", "--json"]));
+    assert!(ok && out.contains(id));
+}

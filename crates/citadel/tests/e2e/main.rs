@@ -10,5 +10,6 @@ mod gateway;
 mod identity;
 mod jwt;
 mod limits;
+mod machines;
 mod policy;
 mod upstream_tls;

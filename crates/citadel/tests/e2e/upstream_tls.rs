@@ -59,6 +59,7 @@ async fn mtls_upstream(dir: &Path) -> (std::net::SocketAddr, String, String, Str
             idle_timeout: std::time::Duration::from_secs(60),
             max_header_bytes: 16384,
             metrics: None,
+            client_certs: None,
         },
         tower::util::BoxCloneService::new(svc),
         rx,
