@@ -77,6 +77,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/devices/{id}/revoke", post(machines::revoke_device))
         .route("/api/v1/workloads", get(machines::list_workloads))
         .route("/api/v1/workloads/revoke", post(machines::revoke_workload))
+        .route(
+            "/api/v1/risk",
+            get(machines::get_risk).put(machines::set_risk),
+        )
         .route("/api/v1/policies/validate", post(validate_policies))
         .route("/api/v1/policies/reload", post(reload_policies))
         .route("/api/v1/events", get(list_events))
@@ -214,6 +218,7 @@ async fn decide(
         mfa: false,
         mfa_age_seconds: i64::MAX,
         device_trust: "unknown",
+        verification: Default::default(),
     };
     let decision = state
         .policy

@@ -142,3 +142,72 @@ async fn refresh(state: &AdminState) {
         tracing::warn!(error = %e, "device refresh after an admin change failed; the poller will retry");
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RiskQuery {
+    principal: String,
+}
+
+/// A principal named by user name or by id (`u-…`, `jwt:…`, `spiffe://…`).
+async fn principal_id(state: &AdminState, name_or_id: &str) -> Result<String, AdminError> {
+    match state.store.find_user(name_or_id).await {
+        Ok(user) => Ok(user.id),
+        Err(citadel_store::StoreError::NotFound(_)) => Ok(name_or_id.to_owned()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/v1/risk?principal=…`: the current (decayed) score.
+pub(crate) async fn get_risk(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<RiskQuery>,
+) -> ApiResult {
+    authorize(&state, &caller, "risk.read", "risk").await?;
+    let id = principal_id(&state, &query.principal).await?;
+    let score = state.gateway.verifier.risk.score(&id, clock::now_ms());
+    Ok(Json(json!({"principal": id, "risk_score": score})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetRisk {
+    principal: String,
+    score: i64,
+    reason: String,
+}
+
+/// `PUT /api/v1/risk` `{"principal", "score", "reason"}`: sets a score
+/// (0..100); every replica uses it from its next request.
+pub(crate) async fn set_risk(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<SetRisk>, JsonRejection>,
+) -> ApiResult {
+    authorize(&state, &caller, "risk.set", "risk").await?;
+    let body = json_body(body)?;
+    if !(0..=100).contains(&body.score) || body.reason.trim().is_empty() {
+        return Err(AdminError::new(
+            citadel_core::ErrorCode::InvalidRequest,
+            "score is 0 to 100 and a reason is required",
+        ));
+    }
+    let id = principal_id(&state, &body.principal).await?;
+    let record = state
+        .gateway
+        .verifier
+        .risk
+        .set(&id, body.score, &body.reason, clock::now_ms())
+        .await?;
+    record_change(
+        &state,
+        &caller,
+        "risk.set",
+        json!({"type": "Principal", "uid": id, "score": record.score, "reason": record.reason}),
+    )
+    .await?;
+    Ok(Json(
+        json!({"principal": id, "risk_score": record.score, "reason": record.reason}),
+    ))
+}

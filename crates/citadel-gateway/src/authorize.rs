@@ -42,6 +42,7 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
             Some(&info.id),
         );
     };
+    let verified = trail.verified();
     let facts = RequestFacts {
         source_ip: info.client.ip(),
         method: req.method().as_str(),
@@ -50,6 +51,7 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         mfa: trail.mfa(),
         mfa_age_seconds: trail.mfa_age_seconds(),
         device_trust: trail.device_trust(),
+        verification: verified.as_facts(),
     };
     let (action, resource, resource_json) = match &target {
         Target::Model { upstream, model } => (
@@ -83,9 +85,16 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         &decision.policies,
         "gateway",
     );
+    // What verification found is part of the story of the decision.
+    let mut unmapped = serde_json::json!({
+        "verification": verified,
+        "auth_method": trail.auth_method(),
+        "device_trust": trail.device_trust(),
+    });
     if !decision.errors.is_empty() {
-        event.body["unmapped"] = serde_json::json!({"policy_errors": decision.errors});
+        unmapped["policy_errors"] = serde_json::json!(decision.errors);
     }
+    event.body["unmapped"] = unmapped;
     trail.update(|t| t.policies = decision.policies.clone());
     if let Err(refusal) = crate::events::record_decision(&state.sink, event).await {
         trail.update(|t| t.error = Some(refusal.code));

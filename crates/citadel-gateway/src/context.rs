@@ -40,6 +40,8 @@ pub struct TrailData {
     pub device_trust: Option<&'static str>,
     /// The client device's id, if it presented a device certificate.
     pub device_id: Option<String>,
+    /// What continuous verification found (the verify layer).
+    pub verified: Verified,
     /// Upstream chosen.
     pub upstream: Option<String>,
     /// Model requested.
@@ -54,6 +56,31 @@ pub struct TrailData {
     pub upstream_seconds: Option<f64>,
     /// Tokens the answer used (from its `usage`).
     pub tokens: Option<u64>,
+}
+
+/// What continuous verification found about a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verified {
+    /// The principal's risk score now, 0..100.
+    pub risk_score: i64,
+    /// The client's network differs from the session's or last request's.
+    pub network_changed: bool,
+    /// Speed implied by this and the previous request's locations, km/h.
+    pub travel_kmh: i64,
+    /// ISO country of the client address ("" when unknown).
+    pub country: String,
+}
+
+impl Verified {
+    /// The findings as policy context.
+    pub fn as_facts(&self) -> citadel_policy::Verification<'_> {
+        citadel_policy::Verification {
+            risk_score: self.risk_score,
+            network_changed: self.network_changed,
+            travel_kmh: self.travel_kmh,
+            country: &self.country,
+        }
+    }
 }
 
 /// Shared, lockable trail (one per request).
@@ -79,6 +106,11 @@ impl Trail {
     /// Whether a second factor was proved.
     pub fn mfa(&self) -> bool {
         self.0.lock().mfa_at.is_some()
+    }
+
+    /// What continuous verification found.
+    pub fn verified(&self) -> Verified {
+        self.0.lock().verified.clone()
     }
 
     /// The client device's trust (`unknown` without a device certificate).

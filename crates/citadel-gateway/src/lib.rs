@@ -10,14 +10,15 @@
 //! | 3a | `devices.rs` (`/devices/*`: enrolment, posture) | 400, 401, 403 |
 //! | 3a | `signin.rs` (`/auth/*`: sign-in, sign-out, step-up) | 401, 403, 429 `login_locked` |
 //! | 3 | `authenticate.rs` (API key or session cookie) | 401 `invalid_credentials`, 403 `csrf_failed` |
+//! | 4 | `verify.rs` (risk, network change, impossible travel → policy context) | — (policy decides) |
 //! | — | `route.rs` | 400 `invalid_json`, 404 `unknown_model`, 408, 413 |
 //! | 5 | `authorize.rs` | 403 `forbidden` |
 //! | 5b | `ratelimit.rs` | 429 `rate_limited` |
 //! | 7 | `proxy.rs` | 502, 504 |
 //! | 7b | `revocation.rs` (streamed bodies) | ends the stream: `access_revoked` |
 //!
-//! Non-features (yet): shield (block lists), continuous verification,
-//! request and response inspection; each arrives as one more layer.
+//! Non-features (yet): shield (block lists), request and response
+//! inspection; each arrives as one more layer.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,6 +41,7 @@ pub mod signin;
 pub mod stage;
 pub mod state;
 pub mod upstream;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -56,6 +58,7 @@ pub fn gateway_service(state: Arc<GatewayState>) -> server::ListenerService {
         .layer(devices::layer(state.clone()))
         .layer(signin::layer(state.clone()))
         .layer(authenticate::layer(state.clone()))
+        .layer(verify::layer(state.clone()))
         .layer(route::layer(state.clone()))
         .layer(authorize::layer(state.clone()))
         .layer(ratelimit::layer(state.clone()))

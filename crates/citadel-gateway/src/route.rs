@@ -285,6 +285,7 @@ async fn list_models(
             "authentication required",
         );
     };
+    let verified = trail.verified();
     let facts = RequestFacts {
         source_ip: info.client.ip(),
         method: method.as_str(),
@@ -293,6 +294,7 @@ async fn list_models(
         mfa: trail.mfa(),
         mfa_age_seconds: trail.mfa_age_seconds(),
         device_trust: trail.device_trust(),
+        verification: verified.as_facts(),
     };
     let mut data = Vec::new();
     let mut policies = Vec::new();

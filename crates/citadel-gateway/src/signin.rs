@@ -40,6 +40,9 @@ use crate::stage::{call_next, Next, StageLayer};
 use crate::state::GatewayState;
 use crate::{error_response, json_response, GatewayRequest, GatewayResponse};
 
+/// The highest risk score failed sign-ins alone can give a person.
+const FAILED_SIGN_IN_RISK_CAP: i64 = 60;
+
 /// Largest sign-in body read.
 const MAX_AUTH_BODY: usize = 16 * 1024;
 
@@ -213,6 +216,7 @@ impl citadel_identity::signin::SignInPolicy for SignInByPolicy {
                     mfa,
                     mfa_age_seconds: if mfa { 0 } else { i64::MAX },
                     device_trust: "unknown",
+                    verification: Default::default(),
                 },
             )
             .allowed
@@ -333,6 +337,30 @@ async fn login(
         },
     );
     tracing::info!(request_id = %info.id, client = %info.client, reason, "sign-in");
+    // A burst of failures that just locked a person's account raises their
+    // risk, to at most FAILED_SIGN_IN_RISK_CAP: enough for policy to ask
+    // for a second factor, never enough to lock the owner out, since
+    // anyone can fail sign-ins to anyone's account.
+    let just_locked = matches!(&outcome, Err(f) if *f != SignInFailure::Locked);
+    if let (Some(user), true, Some(_)) = (&user, just_locked, locked_until) {
+        let delta = state.verifier.failed_sign_in_risk;
+        if delta > 0 {
+            if let Err(e) = state
+                .verifier
+                .risk
+                .raise_capped(
+                    &user.id,
+                    delta,
+                    FAILED_SIGN_IN_RISK_CAP,
+                    "failed_sign_ins",
+                    now_ms(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not raise a risk score after failed sign-ins");
+            }
+        }
+    }
     if let Err(refusal) = record_decision(&state.sink, event).await {
         // The session exists but is not handed out unrecorded: end it.
         if let Ok(session) = &outcome {

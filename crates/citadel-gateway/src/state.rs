@@ -25,6 +25,8 @@ pub struct GatewayState {
     pub machines: Arc<citadel_identity::machines::Machines>,
     /// The internal CA (issues device certificates at enrolment).
     pub ca: Arc<citadel_crypto::InternalCa>,
+    /// Continuous verification: risk scores, GeoIP, previous requests.
+    pub verifier: Arc<crate::verify::Verifier>,
     /// Cedar policies.
     pub policy: Arc<PolicyEngine>,
     /// Security event sink.
@@ -72,6 +74,7 @@ impl GatewayState {
         signin: Arc<SignIn>,
         machines: Arc<citadel_identity::machines::Machines>,
         ca: Arc<citadel_crypto::InternalCa>,
+        verifier: Arc<crate::verify::Verifier>,
         policy: Arc<PolicyEngine>,
         sink: Arc<EventSink>,
         metrics: Arc<GatewayMetrics>,
@@ -102,6 +105,7 @@ impl GatewayState {
             signin,
             machines,
             ca,
+            verifier,
             policy,
             sink,
             metrics,

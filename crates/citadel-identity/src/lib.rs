@@ -29,6 +29,7 @@ pub mod machines;
 pub mod mfa;
 pub mod password;
 mod registry;
+pub mod risk;
 pub mod session;
 pub mod signin;
 pub mod throttle;
@@ -63,6 +64,8 @@ pub struct IdentityConfig {
     pub devices: machines::DeviceConfig,
     /// `[identity.workloads]`: SPIFFE workload identities.
     pub workloads: machines::WorkloadConfig,
+    /// `[identity.verify]`: continuous verification (GeoIP, risk scores).
+    pub verify: risk::VerifyConfig,
 }
 
 impl IdentityConfig {
@@ -74,6 +77,7 @@ impl IdentityConfig {
         self.lockout.validate()?;
         self.devices.validate()?;
         self.workloads.validate()?;
+        self.verify.validate()?;
         jwt::JwtVerifier::new(&self.jwt).map(|_| ())
     }
 }

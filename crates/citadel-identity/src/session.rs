@@ -155,6 +155,8 @@ pub struct LiveSession {
     pub created_at: i64,
     /// Unix ms.
     pub expires_at: i64,
+    /// The address the session was made from.
+    pub source_ip: String,
     csrf_hash: [u8; 32],
 }
 
@@ -399,6 +401,7 @@ impl Sessions {
                 mfa_at: record.mfa_at,
                 created_at: record.created_at,
                 expires_at: record.expires_at,
+                source_ip: record.source_ip,
                 csrf_hash,
             },
         }))

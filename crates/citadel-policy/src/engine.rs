@@ -100,6 +100,22 @@ pub struct RequestFacts<'a> {
     pub mfa_age_seconds: i64,
     /// The client device's trust (`unknown`, `registered`, `compliant`).
     pub device_trust: &'a str,
+    /// What continuous verification found.
+    pub verification: Verification<'a>,
+}
+
+/// What continuous verification found about the caller, for policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Verification<'a> {
+    /// The principal's risk score now, 0..100.
+    pub risk_score: i64,
+    /// The client's network differs from the session's (or the last request's).
+    pub network_changed: bool,
+    /// Speed implied by this and the previous request's locations, km/h
+    /// (0 when unknown).
+    pub travel_kmh: i64,
+    /// The client address's country (ISO code; empty when unknown).
+    pub country: &'a str,
 }
 
 /// The answer.
@@ -145,6 +161,10 @@ struct DecisionKey {
     mfa: bool,
     mfa_age_seconds: i64,
     device_trust: String,
+    risk_score: i64,
+    network_changed: bool,
+    travel_kmh: i64,
+    country: String,
 }
 
 impl DecisionKey {
@@ -201,6 +221,10 @@ impl DecisionKey {
             mfa: facts.mfa,
             mfa_age_seconds: facts.mfa_age_seconds,
             device_trust: facts.device_trust.to_owned(),
+            risk_score: facts.verification.risk_score,
+            network_changed: facts.verification.network_changed,
+            travel_kmh: facts.verification.travel_kmh,
+            country: facts.verification.country.to_owned(),
         }
     }
 }
@@ -502,6 +526,19 @@ impl PolicyEngine {
                 RestrictedExpression::new_long(facts.mfa_age_seconds),
             ),
             ("device_trust".to_owned(), string(facts.device_trust)),
+            (
+                "risk_score".to_owned(),
+                RestrictedExpression::new_long(facts.verification.risk_score),
+            ),
+            (
+                "network_changed".to_owned(),
+                RestrictedExpression::new_bool(facts.verification.network_changed),
+            ),
+            (
+                "travel_kmh".to_owned(),
+                RestrictedExpression::new_long(facts.verification.travel_kmh),
+            ),
+            ("country".to_owned(), string(facts.verification.country)),
         ])
         .map_err(|e| e.to_string())?;
         match self.action_entities.get(action.cedar_id()) {

@@ -16,7 +16,9 @@ mod engine;
 mod load;
 pub mod segments;
 
-pub use engine::{Action, Decision, PolicyEngine, RequestFacts, Resource, StepUp, UpstreamFacts};
+pub use engine::{
+    Action, Decision, PolicyEngine, RequestFacts, Resource, StepUp, UpstreamFacts, Verification,
+};
 pub use load::{load_policies, LoadedPolicies, PolicyProblem, PolicyProblems};
 
 /// Citadel's Cedar schema (`policies/citadel.cedarschema` in the repository).
@@ -34,6 +36,10 @@ pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
         "identity.cedar",
         include_str!("../../../policies/identity.cedar"),
     ),
+    (
+        "verify.cedar",
+        include_str!("../../../policies/verify.cedar"),
+    ),
 ];
 
 /// The admin operations, each a Cedar action in `admin_read` or `admin_write`.
@@ -47,6 +53,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "metrics.read",
     "audit.read",
     "users.sessions",
+    "risk.read",
     "devices.list",
     "workloads.list",
     "users.create",
@@ -67,6 +74,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "devices.enroll",
     "devices.revoke",
     "workloads.revoke",
+    "risk.set",
 ];
 
 #[cfg(test)]

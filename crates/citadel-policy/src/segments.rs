@@ -209,6 +209,7 @@ fn ask(
         } else {
             "unknown"
         },
+        verification: Default::default(),
     };
     engine.authorize(principal, action, &resource, &facts)
 }

@@ -30,6 +30,7 @@ fn facts() -> RequestFacts<'static> {
         mfa: false,
         mfa_age_seconds: i64::MAX,
         device_trust: "unknown",
+        verification: Default::default(),
     }
 }
 

@@ -309,3 +309,53 @@ impl Store {
         Ok(n > 0)
     }
 }
+
+/// A principal's risk score as last set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RiskRecord {
+    /// The principal.
+    pub principal_id: String,
+    /// 0..100 at `updated_at` (it decays from there).
+    pub score: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Why (`failed_sign_ins`, an operator's note, a detection finding).
+    pub reason: String,
+}
+
+impl Store {
+    /// Every stored risk score.
+    pub async fn risk_scores(&self) -> Result<Vec<RiskRecord>> {
+        let rows = sqlx::query("SELECT principal_id, score, updated_at, reason FROM risk_scores")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RiskRecord {
+                    principal_id: row.try_get("principal_id")?,
+                    score: row.try_get("score")?,
+                    updated_at: row.try_get("updated_at")?,
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets a principal's risk score.
+    pub async fn set_risk(&self, record: &RiskRecord) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO risk_scores (principal_id, score, updated_at, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (principal_id) DO UPDATE SET score = $2, updated_at = $3, reason = $4",
+        )
+        .bind(&record.principal_id)
+        .bind(record.score)
+        .bind(record.updated_at)
+        .bind(&record.reason)
+        .execute(&mut *tx)
+        .await?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -24,7 +24,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-pub use devices::{DeviceRecord, WorkloadRecord};
+pub use devices::{DeviceRecord, RiskRecord, WorkloadRecord};
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
 pub use identity::{SessionRecord, ThrottleState, TotpRecord, UserCredentials};
 pub use keys::ApiKeyRecord;

@@ -48,6 +48,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_devices_workloads.sql"),
         postgres: include_str!("../migrations/postgres/0006_devices_workloads.sql"),
     },
+    Migration {
+        version: 7,
+        description: "risk scores",
+        sqlite: include_str!("../migrations/sqlite/0007_risk.sql"),
+        postgres: include_str!("../migrations/postgres/0007_risk.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

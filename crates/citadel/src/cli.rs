@@ -79,6 +79,9 @@ pub enum Command {
     /// Workloads: SPIFFE X.509 certificates for services.
     #[command(subcommand)]
     Workload(crate::machines_cli::WorkloadCommand),
+    /// Risk scores of principals (what continuous verification hands to policy).
+    #[command(subcommand)]
+    Risk(RiskCommand),
     /// The effective reachability matrix: which role may reach which model
     /// and route (and which only with a second factor), computed from the
     /// policies and upstreams in the config.
@@ -233,6 +236,32 @@ pub enum UserCommand {
     Erase {
         /// Name or id.
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `citadel risk …`.
+#[derive(Debug, Subcommand)]
+pub enum RiskCommand {
+    /// Set a principal's risk score (0..100); it decays from there.
+    Set {
+        /// User name, or a principal id (`u-…`, `jwt:…`, `spiffe://…`).
+        principal: String,
+        /// 0 to 100.
+        score: i64,
+        /// Why (recorded in the event).
+        #[arg(long)]
+        reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a principal's current score.
+    Show {
+        /// User name or principal id.
+        principal: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -427,6 +456,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
             crate::machines_cli::run_workload(&store, &data, &config, cmd).await
+        }
+        Command::Risk(cmd) => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            run_risk(&store, &config, cmd).await
         }
         Command::Segments { source, json } => {
             data.ensure()?;
@@ -683,6 +717,54 @@ async fn run_user(store: &Store, data: &DataDir, config: &Config, cmd: UserComma
                 &format!("erased user {} (now {})", name, user.name),
             )
             .await
+        }
+    }
+}
+
+async fn run_risk(store: &Store, config: &Config, cmd: RiskCommand) -> Result<()> {
+    let board = citadel_identity::risk::RiskBoard::load(
+        store.clone(),
+        config.identity.verify.risk_half_life,
+    )
+    .await?;
+    let resolve = |name: String| async move {
+        match store.find_user(&name).await {
+            Ok(u) => Ok(u.id),
+            Err(citadel_store::StoreError::NotFound(_)) => Ok(name),
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
+    };
+    match cmd {
+        RiskCommand::Set {
+            principal,
+            score,
+            reason,
+            json,
+        } => {
+            if !(0..=100).contains(&score) || reason.trim().is_empty() {
+                bail!("the score is 0 to 100 and --reason must say why");
+            }
+            let id = resolve(principal).await?;
+            let record = board.set(&id, score, &reason, clock::now_ms()).await?;
+            record_event_and_print(
+                store,
+                "risk.set",
+                serde_json::json!({"type": "Principal", "uid": id, "score": score, "reason": reason}),
+                &record,
+                json,
+                &format!("risk score of {id} set to {score}"),
+            )
+            .await
+        }
+        RiskCommand::Show { principal, json } => {
+            let id = resolve(principal).await?;
+            let score = board.score(&id, clock::now_ms());
+            if json {
+                print_json(&serde_json::json!({"principal": id, "risk_score": score}))
+            } else {
+                println!("{id}: {score}");
+                Ok(())
+            }
         }
     }
 }

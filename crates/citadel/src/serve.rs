@@ -341,6 +341,17 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     .map_err(anyhow::Error::msg)?;
     tokio::spawn(machines.clone().watch(Duration::from_millis(100)));
 
+    let risk = citadel_identity::risk::RiskBoard::load(
+        store.clone(),
+        config.identity.verify.risk_half_life,
+    )
+    .await?;
+    tokio::spawn(risk.clone().watch(Duration::from_millis(100)));
+    let verifier = Arc::new(
+        citadel_gateway::verify::Verifier::new(&config.identity.verify, risk)
+            .map_err(anyhow::Error::msg)?,
+    );
+
     let metrics = Arc::new(GatewayMetrics::default());
     let gateway = GatewayState::new(
         config.gateway_config(),
@@ -348,6 +359,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         signin.clone(),
         machines,
         ca.clone(),
+        verifier,
         policy.clone(),
         sink.clone(),
         metrics.clone(),

@@ -13,3 +13,4 @@ mod limits;
 mod machines;
 mod policy;
 mod upstream_tls;
+mod verify;
