@@ -187,27 +187,34 @@ impl DataDir {
 }
 
 impl DataDir {
-    /// A policy directory from before sign-in existed has no `sign_in`
-    /// rule: nobody could sign in, and administrators would be let in by
-    /// `admin-all` without a second factor. Adds the default
-    /// `identity.cedar` (people sign in; admins and operators with MFA).
+    /// A policy directory from before a capability existed lacks its
+    /// default policy: with no `sign_in` rule nobody could sign in (and
+    /// administrators would get in through `admin-all` without a second
+    /// factor); with no rule reading `risk_score`, risk and impossible
+    /// travel would change nothing. Each missing default is added, unless
+    /// some policy already speaks of it (the operator's own rules stay).
     fn seed_sign_in_policy(&self, dir: &Path) -> Result<()> {
-        let mentions_sign_in = std::fs::read_dir(dir)?
+        const NEWER_DEFAULTS: &[(&str, &str)] = &[
+            ("identity.cedar", "\"sign_in\""),
+            ("verify.cedar", "risk_score"),
+        ];
+        let texts: Vec<String> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().extension().is_some_and(|x| x == "cedar"))
-            .any(|e| {
-                std::fs::read_to_string(e.path()).is_ok_and(|text| text.contains("\"sign_in\""))
-            });
-        let path = dir.join("identity.cedar");
-        if mentions_sign_in || path.exists() {
-            return Ok(());
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        for (file, marker) in NEWER_DEFAULTS {
+            let path = dir.join(file);
+            if path.exists() || texts.iter().any(|t| t.contains(marker)) {
+                continue;
+            }
+            let (_, text) = citadel_policy::DEFAULT_POLICIES
+                .iter()
+                .find(|(name, _)| name == file)
+                .expect("the newer defaults are default policies");
+            std::fs::write(&path, text)?;
+            tracing::warn!(file = %path.display(), "added a default policy this directory did not have yet");
         }
-        let (_, text) = citadel_policy::DEFAULT_POLICIES
-            .iter()
-            .find(|(name, _)| *name == "identity.cedar")
-            .expect("identity.cedar is a default policy");
-        std::fs::write(&path, text)?;
-        tracing::warn!(file = %path.display(), "no policy said who may sign in; added the default (admins and operators need a second factor)");
         Ok(())
     }
 }
@@ -233,13 +240,14 @@ mod tests {
         let dir = root.path().join("policies");
         std::fs::create_dir_all(&dir).unwrap();
         for (name, text) in citadel_policy::DEFAULT_POLICIES {
-            if *name != "identity.cedar" {
+            if *name != "identity.cedar" && *name != "verify.cedar" {
                 std::fs::write(dir.join(name), text).unwrap();
             }
         }
         data.seed_policies(&dir).unwrap();
         let added = std::fs::read_to_string(dir.join("identity.cedar")).unwrap();
         assert!(added.contains("mfa-for-privileged-roles"));
+        assert!(dir.join("verify.cedar").exists());
         // The operator's own edit stays.
         std::fs::write(dir.join("identity.cedar"), "// mine\n").unwrap();
         std::fs::write(
