@@ -196,7 +196,7 @@ async fn proofs_with_cache(store: &Store, size: u64, cache_mb: u64) -> (f64, f64
                 while Instant::now() < stop {
                     let index = next_random(&mut x, size);
                     let p = log.inclusion_proof(index, size).await.unwrap();
-                    if index % 1024 == 0 {
+                    if index.is_multiple_of(1024) {
                         merkle::verify_inclusion(index, size, &p.leaf_hash, &p.proof, &root)
                             .unwrap();
                     }

@@ -82,7 +82,7 @@ pub fn range_hash<S: HashSource + ?Sized>(src: &S, lo: u64, hi: u64) -> Result<H
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         let level = n.trailing_zeros() as u8;
         return src.subtree(level, lo >> level);
     }
@@ -369,7 +369,7 @@ impl CompactRange {
 /// levels that are multiples of [`TILE_HEIGHT`] live in tiles; level `8·L`
 /// subtree `i` is hash `i % 256` of tile `(L, i / 256)`.
 pub fn tile_of(level: u8, index: u64) -> Option<(u8, u64, usize)> {
-    (level % TILE_HEIGHT == 0).then_some((
+    level.is_multiple_of(TILE_HEIGHT).then_some((
         level / TILE_HEIGHT,
         index / TILE_WIDTH,
         (index % TILE_WIDTH) as usize,
@@ -468,7 +468,8 @@ impl<R: TileReader + ?Sized> HashSource for FromTiles<'_, R> {
 /// Splits a tile's bytes into hashes; `None` if the length is not a whole
 /// number of hashes (1..=256 of them).
 pub fn tile_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
-    if bytes.is_empty() || bytes.len() % 32 != 0 || bytes.len() > 32 * TILE_WIDTH as usize {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(32) || bytes.len() > 32 * TILE_WIDTH as usize
+    {
         return None;
     }
     Some(

@@ -71,6 +71,9 @@ async fn endpoints(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         ("/auth/step-up", &Method::POST) => {
             step_up(state.clone(), req, info.clone(), trail.clone()).await
         }
+        (p, &Method::POST) if p.starts_with("/auth/webauthn/") => {
+            crate::passkeys::endpoint(state.clone(), req, info.clone(), trail.clone()).await
+        }
         ("/auth/login" | "/auth/logout" | "/auth/step-up", _) => refuse(
             &trail,
             &info,
@@ -224,7 +227,7 @@ impl citadel_identity::signin::SignInPolicy for SignInByPolicy {
 }
 
 /// The session cookie and CSRF token handed over, with who it is for.
-fn session_response(
+pub(crate) fn session_response(
     state: &GatewayState,
     session: &NewSession,
     principal: &Principal,
@@ -435,7 +438,7 @@ async fn login(
 }
 
 /// The session a sign-in endpoint acts on, or the refusal to send.
-async fn required_session(
+pub(crate) async fn required_session(
     state: &GatewayState,
     parts: &http::request::Parts,
     info: &RequestInfo,

@@ -18,7 +18,9 @@
 //! signed with the device key) and workloads (SPIFFE X.509 identities)
 //! are known by their certificates from the internal CA.
 //!
-//! Non-features (yet): WebAuthn, OIDC browser login.
+//! Passkeys (WebAuthn) sign people in on their own.
+//!
+//! Non-features (yet): OIDC browser login.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -27,6 +29,7 @@ mod api_key;
 pub mod jwt;
 pub mod machines;
 pub mod mfa;
+pub mod passkeys;
 pub mod password;
 mod registry;
 pub mod risk;
@@ -66,6 +69,8 @@ pub struct IdentityConfig {
     pub workloads: machines::WorkloadConfig,
     /// `[identity.verify]`: continuous verification (GeoIP, risk scores).
     pub verify: risk::VerifyConfig,
+    /// `[identity.webauthn]`: the relying party of passkeys.
+    pub webauthn: passkeys::WebauthnConfig,
 }
 
 impl IdentityConfig {
@@ -78,6 +83,7 @@ impl IdentityConfig {
         self.devices.validate()?;
         self.workloads.validate()?;
         self.verify.validate()?;
+        self.webauthn.build()?;
         jwt::JwtVerifier::new(&self.jwt).map(|_| ())
     }
 }
@@ -101,8 +107,10 @@ impl SignIn {
         let sessions = Sessions::new(store.clone(), config.sessions.clone()).await?;
         let throttle = Throttle::new(store.clone(), config.lockout.clone())?;
         let jwt = std::sync::Arc::new(jwt::JwtVerifier::new(&config.jwt)?);
+        let passkeys =
+            std::sync::Arc::new(passkeys::Passkeys::new(store.clone(), &config.webauthn)?);
         Ok(Self::new(
-            store, passwords, factors, sessions, throttle, jwt,
+            store, passwords, factors, sessions, throttle, jwt, passkeys,
         ))
     }
 }

@@ -131,6 +131,8 @@ pub struct SignIn {
     pub throttle: Throttle,
     /// Bearer JWTs of external identity providers.
     pub jwt: Arc<crate::jwt::JwtVerifier>,
+    /// WebAuthn passkeys.
+    pub passkeys: Arc<crate::passkeys::Passkeys>,
 }
 
 fn plausible_name(name: &str) -> bool {
@@ -150,6 +152,7 @@ impl SignIn {
         sessions: Arc<Sessions>,
         throttle: Throttle,
         jwt: Arc<crate::jwt::JwtVerifier>,
+        passkeys: Arc<crate::passkeys::Passkeys>,
     ) -> Self {
         Self {
             store,
@@ -158,7 +161,13 @@ impl SignIn {
             sessions,
             throttle,
             jwt,
+            passkeys,
         }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Tries a sign-in. `Err` only when the store fails (fail closed: no

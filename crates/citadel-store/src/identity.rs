@@ -557,3 +557,134 @@ pub(crate) async fn revoke_user_sessions(
     .await?
     .rows_affected())
 }
+
+/// A stored passkey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PasskeyRecord {
+    /// Credential id, base64url.
+    pub credential_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// A name for people.
+    pub name: String,
+    /// The webauthn-rs passkey (public key and counter), JSON.
+    #[serde(skip)]
+    pub passkey: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub last_used_at: Option<i64>,
+}
+
+impl Store {
+    /// Stores a new passkey.
+    pub async fn insert_passkey(&self, p: &PasskeyRecord) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO webauthn_credentials (credential_id, user_id, name, passkey, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&p.credential_id)
+        .bind(&p.user_id)
+        .bind(&p.name)
+        .bind(&p.passkey)
+        .bind(p.created_at)
+        .bind(p.last_used_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, "passkey"))?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A user's passkeys.
+    pub async fn passkeys_of(&self, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT credential_id, user_id, name, passkey, created_at, last_used_at \
+             FROM webauthn_credentials WHERE user_id = $1 ORDER BY created_at",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PasskeyRecord {
+                    credential_id: row.try_get("credential_id")?,
+                    user_id: row.try_get("user_id")?,
+                    name: row.try_get("name")?,
+                    passkey: row.try_get("passkey")?,
+                    created_at: row.try_get("created_at")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves a passkey's new state (its counter) after a use.
+    pub async fn update_passkey(&self, credential_id: &str, passkey: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE webauthn_credentials SET passkey = $1, last_used_at = $2 WHERE credential_id = $3",
+        )
+        .bind(passkey)
+        .bind(at)
+        .bind(credential_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a ceremony's server-side state until `expires_at`.
+    pub async fn put_ceremony(
+        &self,
+        id: &str,
+        user_id: &str,
+        kind: &str,
+        state: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO webauthn_ceremonies (id, user_id, kind, state, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(kind)
+        .bind(state)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a ceremony (it can be finished once): `(user_id, state)` if it
+    /// exists, is of `kind` and has not expired.
+    pub async fn take_ceremony(
+        &self,
+        id: &str,
+        kind: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT user_id, kind, state, expires_at FROM webauthn_ceremonies WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM webauthn_ceremonies WHERE id = $1 OR expires_at < $2")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (found_kind, expires): (String, i64) =
+            (row.try_get("kind")?, row.try_get("expires_at")?);
+        if found_kind != kind || expires < now {
+            return Ok(None);
+        }
+        Ok(Some((row.try_get("user_id")?, row.try_get("state")?)))
+    }
+}

@@ -26,7 +26,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use devices::{DeviceRecord, RiskRecord, WorkloadRecord};
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
-pub use identity::{SessionRecord, ThrottleState, TotpRecord, UserCredentials};
+pub use identity::{PasskeyRecord, SessionRecord, ThrottleState, TotpRecord, UserCredentials};
 pub use keys::ApiKeyRecord;
 pub use log::{BundleText, EntryColumns, LogEntry, StoredCheckpoint};
 pub use users::{RoleRecord, UserRecord};

@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_risk.sql"),
         postgres: include_str!("../migrations/postgres/0007_risk.sql"),
     },
+    Migration {
+        version: 8,
+        description: "WebAuthn passkeys",
+        sqlite: include_str!("../migrations/sqlite/0008_webauthn.sql"),
+        postgres: include_str!("../migrations/postgres/0008_webauthn.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

@@ -105,7 +105,11 @@ impl Store {
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-        for table in ["totp_authenticators", "recovery_codes"] {
+        for table in [
+            "totp_authenticators",
+            "recovery_codes",
+            "webauthn_credentials",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(&user.id)
                 .execute(&mut *tx)

@@ -131,7 +131,11 @@ async fn read_frames<S: tokio::io::AsyncRead + Unpin>(
 fn check_rfc5424(message: &str, index: u64) {
     // <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
     let parts: Vec<&str> = message.splitn(8, ' ').collect();
-    let pri = if index % 2 == 0 { "<110>1" } else { "<108>1" };
+    let pri = if index.is_multiple_of(2) {
+        "<110>1"
+    } else {
+        "<108>1"
+    };
     assert_eq!(parts[0], pri, "{message}");
     humantime::parse_rfc3339(parts[1]).unwrap();
     assert_eq!(parts[2], "collector-test");

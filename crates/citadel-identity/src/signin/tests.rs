@@ -46,6 +46,7 @@ async fn fixture() -> Fixture {
             sessions,
             throttle,
             Arc::new(crate::jwt::JwtVerifier::new(&[]).unwrap()),
+            Arc::new(crate::passkeys::Passkeys::new(store.clone(), &Default::default()).unwrap()),
         ),
         store,
         _dir: dir,
