@@ -150,10 +150,15 @@ impl InternalCa {
         };
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| invalid(format!("not a valid CSR: {e}")))?;
-        if csr.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+        let public_key = rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec();
+        // rcgen names the algorithm from the CSR's signature, not the key's
+        // curve; an uncompressed P-256 point is exactly 65 bytes.
+        if csr.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256
+            || public_key.len() != 65
+            || public_key[0] != 4
+        {
             return Err(invalid("the device key must be ECDSA P-256".into()));
         }
-        let public_key = rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec();
         let uri = format!("urn:citadel:device:{device_id}");
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
@@ -190,6 +195,9 @@ impl InternalCa {
         lifetime: std::time::Duration,
     ) -> Result<(IssuedCert, i64)> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
+        // An X.509-SVID is named by its URI SAN; the subject stays empty
+        // rather than carrying rcgen's placeholder name.
+        params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(spiffe_id.to_owned().try_into()?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![

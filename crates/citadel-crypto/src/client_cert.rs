@@ -172,10 +172,23 @@ impl ClientCertChecker {
         Arc::new(Lenient(self.strict.clone()))
     }
 
-    /// Reads and judges the chain a client presented.
+    /// Reads and judges the chain a client presented (`None` only for an
+    /// empty chain).
     pub fn check(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCert> {
         let end_entity = chain.first()?;
-        let facts = read_cert(end_entity)?;
+        let Some(facts) = read_cert(end_entity) else {
+            // Not a certificate Citadel can read: refused, not ignored.
+            return Some(ClientCert {
+                facts: CertFacts {
+                    fingerprint: hex::encode(Sha256::digest(end_entity.as_ref())),
+                    uris: Vec::new(),
+                    common_name: None,
+                    public_key: Vec::new(),
+                    not_after: 0,
+                },
+                validity: Err(CertProblem::Invalid),
+            });
+        };
         let validity =
             match self
                 .strict

@@ -90,6 +90,7 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         "verification": verified,
         "auth_method": trail.auth_method(),
         "device_trust": trail.device_trust(),
+        "device_id": trail.snapshot().device_id,
     });
     if !decision.errors.is_empty() {
         unmapped["policy_errors"] = serde_json::json!(decision.errors);

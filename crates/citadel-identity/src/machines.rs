@@ -117,6 +117,9 @@ impl DeviceConfig {
         if self.enrollment_token_ttl < Duration::from_secs(60) {
             return Err("identity.devices.enrollment_token_ttl: at least 1m".into());
         }
+        if self.posture_freshness < Duration::from_secs(60) {
+            return Err("identity.devices.posture_freshness: at least 1m".into());
+        }
         for (os, v) in &self.min_os_versions {
             if parse_version(v).is_none() {
                 return Err(format!(
@@ -473,6 +476,11 @@ impl Machines {
         if !token.starts_with("cte_") || token.len() > 64 {
             return Ok(None);
         }
+        // The CA signs nothing for a token that could not be spent.
+        let token_hash = sha256_hex(token.as_bytes());
+        if !self.store.enrollment_token_usable(&token_hash, now).await? {
+            return Ok(None);
+        }
         let id = format!("d-{}", uuid::Uuid::new_v4().simple());
         let cert = ca
             .issue_device_cert(csr_pem, &id, self.devices_config.cert_days)
@@ -490,10 +498,7 @@ impl Machines {
             posture_at: None,
             compliant: false,
         };
-        let stored = self
-            .store
-            .enroll_device(&sha256_hex(token.as_bytes()), now, &record)
-            .await?;
+        let stored = self.store.enroll_device(&token_hash, now, &record).await?;
         if stored.is_some() {
             self.refresh().await?;
         }
@@ -534,7 +539,12 @@ impl Machines {
     /// Whether a report meets the configured requirements.
     pub fn meets_requirements(&self, r: &PostureReport) -> bool {
         let c = &self.devices_config;
-        let version_ok = match c.min_os_versions.get(&r.os.to_lowercase()) {
+        let version_ok = match c
+            .min_os_versions
+            .iter()
+            .find(|(os, _)| os.eq_ignore_ascii_case(&r.os))
+            .map(|(_, v)| v)
+        {
             Some(min) => match (parse_version(&r.os_version), parse_version(min)) {
                 (Some(have), Some(need)) => have >= need,
                 _ => false,

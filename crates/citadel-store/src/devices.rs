@@ -96,6 +96,20 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an enrolment token is usable now (unused, unexpired); it is
+    /// spent only by [`Store::enroll_device`].
+    pub async fn enrollment_token_usable(&self, token_hash: &str, now: i64) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM device_enrollment_tokens \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n == 1)
+    }
+
     /// Uses an enrolment token for `device` in one transaction: the token
     /// must exist, be unexpired and unused; the device is stored with it.
     /// `Ok(None)` when the token is unknown, expired or used.

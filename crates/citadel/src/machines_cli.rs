@@ -195,8 +195,15 @@ pub async fn run_workload(
             let trust_domain = &config.identity.workloads.trust_domain;
             citadel_identity::machines::check_spiffe_id(&spiffe_id, trust_domain)
                 .map_err(|e| anyhow::anyhow!("invalid SPIFFE ID {spiffe_id:?}: {e}"))?;
+            // Re-issuing (rotation) keeps the roles unless new ones are given.
             let roles = if roles.is_empty() {
-                vec!["service".to_owned()]
+                store
+                    .list_workloads()
+                    .await?
+                    .into_iter()
+                    .find(|w| w.spiffe_id == spiffe_id)
+                    .map(|w| w.roles)
+                    .unwrap_or_else(|| vec!["service".to_owned()])
             } else {
                 roles
             };
@@ -212,16 +219,24 @@ pub async fn run_workload(
                 ca.issue_workload_cert(&spiffe_id, config.identity.workloads.cert_ttl)?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            let write = |name: &str, bytes: &[u8]| -> Result<()> {
-                std::fs::write(out.join(name), bytes)
-                    .with_context(|| format!("cannot write {}", out.join(name).display()))
+            // Each file is written beside its final name and renamed over
+            // it, the key first, so a workload reading during a rotation
+            // sees whole files (and the new key no later than the new
+            // certificate).
+            let place = |name: &str, bytes: &[u8], private: bool| -> Result<()> {
+                let tmp = out.join(format!(".{name}.new"));
+                if private {
+                    citadel_crypto::write_private_file(&tmp, bytes)?;
+                } else {
+                    std::fs::write(&tmp, bytes)
+                        .with_context(|| format!("cannot write {}", tmp.display()))?;
+                }
+                std::fs::rename(&tmp, out.join(name))
+                    .with_context(|| format!("cannot replace {}", out.join(name).display()))
             };
-            write("svid.pem", issued.chain_pem.as_bytes())?;
-            write("bundle.pem", ca.cert_pem().as_bytes())?;
-            citadel_crypto::write_private_file(
-                &out.join("svid-key.pem"),
-                issued.key_pem.as_bytes(),
-            )?;
+            place("svid-key.pem", issued.key_pem.as_bytes(), true)?;
+            place("svid.pem", issued.chain_pem.as_bytes(), false)?;
+            place("bundle.pem", ca.cert_pem().as_bytes(), false)?;
             record_event_and_print(
                 store,
                 "workloads.issue",

@@ -485,4 +485,28 @@ fn device_enroll_token_and_workload_issue_through_the_binary() {
     }
     let (ok, out, _) = run(citadel(data.path()).args(["workload", "list", "--json"]));
     assert!(ok && out.contains(id));
+
+    // Rotation: re-issuing without --role keeps the roles given before.
+    let issue = |extra: &[&str]| {
+        let mut cmd = citadel(data.path());
+        cmd.args([
+            "workload",
+            "issue",
+            "--spiffe-id",
+            id,
+            "--out",
+            dir.to_str().unwrap(),
+            "--json",
+        ])
+        .args(extra);
+        let (ok, out, err) = run(&mut cmd);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    assert_eq!(
+        issue(&["--role", "developer"])["roles"],
+        serde_json::json!(["developer"])
+    );
+    assert_eq!(issue(&[])["roles"], serde_json::json!(["developer"]));
+    assert!(!dir.join(".svid.pem.new").exists());
 }
