@@ -31,6 +31,7 @@ pub mod devices;
 pub mod events;
 pub mod intake;
 pub mod metrics;
+pub mod oidc;
 pub mod passkeys;
 pub mod proxy;
 pub mod ratelimit;

@@ -71,6 +71,9 @@ async fn endpoints(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         ("/auth/step-up", &Method::POST) => {
             step_up(state.clone(), req, info.clone(), trail.clone()).await
         }
+        (p, &Method::GET) if p.starts_with("/auth/oidc/") => {
+            crate::oidc::endpoint(state.clone(), req, info.clone(), trail.clone()).await
+        }
         (p, &Method::POST) if p.starts_with("/auth/webauthn/") => {
             crate::passkeys::endpoint(state.clone(), req, info.clone(), trail.clone()).await
         }

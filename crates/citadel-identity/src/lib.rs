@@ -20,7 +20,8 @@
 //!
 //! Passkeys (WebAuthn) sign people in on their own.
 //!
-//! Non-features (yet): OIDC browser login.
+//! People may also sign in in the browser through an OIDC provider
+//! (authorization code with PKCE).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ mod api_key;
 pub mod jwt;
 pub mod machines;
 pub mod mfa;
+pub mod oidc;
 pub mod passkeys;
 pub mod password;
 mod registry;
@@ -71,6 +73,8 @@ pub struct IdentityConfig {
     pub verify: risk::VerifyConfig,
     /// `[identity.webauthn]`: the relying party of passkeys.
     pub webauthn: passkeys::WebauthnConfig,
+    /// `[[identity.oidc]]`: providers people sign in with in the browser.
+    pub oidc: Vec<oidc::OidcProviderConfig>,
 }
 
 impl IdentityConfig {
@@ -84,6 +88,9 @@ impl IdentityConfig {
         self.workloads.validate()?;
         self.verify.validate()?;
         self.webauthn.build()?;
+        for provider in &self.oidc {
+            provider.validate()?;
+        }
         jwt::JwtVerifier::new(&self.jwt).map(|_| ())
     }
 }
@@ -109,8 +116,9 @@ impl SignIn {
         let jwt = std::sync::Arc::new(jwt::JwtVerifier::new(&config.jwt)?);
         let passkeys =
             std::sync::Arc::new(passkeys::Passkeys::new(store.clone(), &config.webauthn)?);
-        Ok(Self::new(
-            store, passwords, factors, sessions, throttle, jwt, passkeys,
-        ))
+        let oidc = std::sync::Arc::new(oidc::OidcLogins::new(store.clone(), &config.oidc)?);
+        let mut signin = Self::new(store, passwords, factors, sessions, throttle, jwt, passkeys);
+        signin.oidc = oidc;
+        Ok(signin)
     }
 }

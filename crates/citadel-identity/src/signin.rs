@@ -133,6 +133,8 @@ pub struct SignIn {
     pub jwt: Arc<crate::jwt::JwtVerifier>,
     /// WebAuthn passkeys.
     pub passkeys: Arc<crate::passkeys::Passkeys>,
+    /// OIDC browser sign-in.
+    pub oidc: Arc<crate::oidc::OidcLogins>,
 }
 
 fn plausible_name(name: &str) -> bool {
@@ -155,6 +157,9 @@ impl SignIn {
         passkeys: Arc<crate::passkeys::Passkeys>,
     ) -> Self {
         Self {
+            oidc: Arc::new(
+                crate::oidc::OidcLogins::new(store.clone(), &[]).expect("no providers to check"),
+            ),
             store,
             passwords,
             factors,

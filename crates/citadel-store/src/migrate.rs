@@ -60,6 +60,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_webauthn.sql"),
         postgres: include_str!("../migrations/postgres/0008_webauthn.sql"),
     },
+    Migration {
+        version: 9,
+        description: "external identities (OIDC)",
+        sqlite: include_str!("../migrations/sqlite/0009_external_identities.sql"),
+        postgres: include_str!("../migrations/postgres/0009_external_identities.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

@@ -148,6 +148,64 @@ impl Store {
         Ok(UserRecord { disabled, ..user })
     }
 
+    /// The user linked to an external identity (`provider`, `subject`).
+    pub async fn linked_user(&self, provider: &str, subject: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM external_identities WHERE provider = $1 AND subject = $2",
+        )
+        .bind(provider)
+        .bind(subject)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Creates `user` linked to an external identity, in one transaction.
+    pub async fn create_linked_user(
+        &self,
+        user: &UserRecord,
+        provider: &str,
+        subject: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, name, roles, disabled, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&user.id)
+        .bind(&user.name)
+        .bind(serde_json::to_string(&user.roles).unwrap_or_default())
+        .bind(user.disabled as i64)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, &format!("user {}", user.name)))?;
+        sqlx::query(
+            "INSERT INTO external_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(&user.id)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, "external identity"))?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a user's roles (an external identity's groups changed).
+    pub async fn set_user_roles(&self, user_id: &str, roles: &[String]) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
+            .bind(serde_json::to_string(roles).unwrap_or_default())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Creates a role; `Conflict` if it exists.
     pub async fn create_role(&self, role: &RoleRecord) -> Result<()> {
         let mut tx = self.pool().begin().await?;

@@ -11,6 +11,7 @@ mod identity;
 mod jwt;
 mod limits;
 mod machines;
+mod oidc;
 mod passkeys;
 mod policy;
 mod upstream_tls;
