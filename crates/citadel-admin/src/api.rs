@@ -645,9 +645,11 @@ async fn segments(
         None => std::net::IpAddr::from([127, 0, 0, 1]),
     };
     let roles = citadel_identity::all_role_names(&state.store).await?;
+    let workloads = state.store.active_workloads().await?;
     let matrix = citadel_policy::segments::reachability(
         &state.policy,
         &roles,
+        &workloads,
         citadel_gateway::config::segment_targets(&state.gateway.config.upstreams),
         source,
     );

@@ -91,6 +91,13 @@ pub fn read_cert(der: &[u8]) -> Option<CertFacts> {
     })
 }
 
+/// Reads the facts of the first certificate in a PEM text.
+pub fn read_cert_pem(pem: &[u8]) -> Option<CertFacts> {
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(pem).ok()?;
+    read_cert(&der)
+}
+
 /// Accepts any client certificate during the handshake (after proof of
 /// possession), so the chain can be judged afterwards by [`ClientCertChecker`].
 #[derive(Debug)]

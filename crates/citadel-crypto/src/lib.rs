@@ -20,7 +20,7 @@ mod tls;
 
 pub use ca::{DeviceCert, InternalCa, IssuedCert};
 pub use client_cert::{
-    read_cert, verify_p256, CertFacts, CertProblem, ClientCert, ClientCertChecker,
+    read_cert, read_cert_pem, verify_p256, CertFacts, CertProblem, ClientCert, ClientCertChecker,
 };
 pub use envelope::{SealError, SealingKey, KEY_LEN};
 pub use secret_file::{load_or_create_secret, read_private_file, write_private_file};

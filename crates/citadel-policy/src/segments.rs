@@ -78,9 +78,9 @@ pub enum Access {
 /// One cell: a role (as one kind of principal) and a target.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
-    /// Role.
+    /// Role (or, for a workload, its SPIFFE ID).
     pub role: String,
-    /// `user` or `service_account`.
+    /// `user`, `service_account` or `workload`.
     pub principal_kind: &'static str,
     /// Index into [`Matrix::targets`].
     pub target: usize,
@@ -97,6 +97,9 @@ pub struct Matrix {
     pub source_ip: IpAddr,
     /// Roles, in order.
     pub roles: Vec<String>,
+    /// Workloads (SPIFFE IDs), in order; their cells have
+    /// `principal_kind` `workload` and the SPIFFE ID as `role`.
+    pub workloads: Vec<String>,
     /// Targets, in order.
     pub targets: Vec<SegmentTarget>,
     /// Every role × kind × target.
@@ -137,29 +140,31 @@ impl Matrix {
             Some(Access::Device) => "device",
             Some(Access::Deny) | None => "-",
         };
+        let mut rows: Vec<(String, Vec<Option<Access>>)> = Vec::new();
+        let cells_of = |who: &str, kind: &str| -> Vec<Option<Access>> {
+            (0..self.targets.len())
+                .map(|i| self.access(who, kind, i))
+                .collect()
+        };
         for role in &self.roles {
-            let row = |kind: &str| -> Vec<Option<Access>> {
-                (0..self.targets.len())
-                    .map(|i| self.access(role, kind, i))
-                    .collect()
-            };
-            let (user, service) = (row("user"), row("service_account"));
-            let rows: Vec<(String, &Vec<Option<Access>>)> = if user == service {
-                vec![(role.clone(), &user)]
+            let (user, service) = (cells_of(role, "user"), cells_of(role, "service_account"));
+            if user == service {
+                rows.push((role.clone(), user));
             } else {
-                vec![
-                    (format!("{role} (user)"), &user),
-                    (format!("{role} (service account)"), &service),
-                ]
-            };
-            for (label, cells) in rows {
-                let mut line = format!("{label:<28}");
-                for a in cells {
-                    line.push_str(&format!(" {:<width$}", mark(*a)));
-                }
-                out.push_str(line.trim_end());
-                out.push('\n');
+                rows.push((format!("{role} (user)"), user));
+                rows.push((format!("{role} (service account)"), service));
             }
+        }
+        for id in &self.workloads {
+            rows.push((id.clone(), cells_of(id, "workload")));
+        }
+        for (label, cells) in rows {
+            let mut line = format!("{label:<28}");
+            for a in cells {
+                line.push_str(&format!(" {:<width$}", mark(a)));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
         out
     }
@@ -214,10 +219,45 @@ fn ask(
     engine.authorize(principal, action, &resource, &facts)
 }
 
-/// Computes the matrix for `roles` × `targets` from the policies in force.
+/// The cells of one row: `principal` against every target.
+fn row(
+    engine: &PolicyEngine,
+    principal: &Principal,
+    label: &str,
+    targets: &[SegmentTarget],
+    source_ip: IpAddr,
+) -> Vec<Cell> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(index, target)| {
+            let plain = ask(engine, principal, target, source_ip, false, false);
+            let access = if plain.allowed {
+                Access::Allow
+            } else if ask(engine, principal, target, source_ip, true, false).allowed {
+                Access::Mfa
+            } else if ask(engine, principal, target, source_ip, true, true).allowed {
+                Access::Device
+            } else {
+                Access::Deny
+            };
+            Cell {
+                role: label.to_owned(),
+                principal_kind: principal.kind.as_str(),
+                target: index,
+                access,
+                policies: plain.policies,
+            }
+        })
+        .collect()
+}
+
+/// Computes the matrix for `roles` (and registered `workloads`, each with
+/// its SPIFFE ID and roles) × `targets` from the policies in force.
 pub fn reachability(
     engine: &PolicyEngine,
     roles: &[String],
+    workloads: &[(String, Vec<String>)],
     targets: Vec<SegmentTarget>,
     source_ip: IpAddr,
 ) -> Matrix {
@@ -233,30 +273,24 @@ pub fn reachability(
                 roles: vec![role.clone()],
                 credential: "segments".into(),
             };
-            for (index, target) in targets.iter().enumerate() {
-                let plain = ask(engine, &principal, target, source_ip, false, false);
-                let access = if plain.allowed {
-                    Access::Allow
-                } else if ask(engine, &principal, target, source_ip, true, false).allowed {
-                    Access::Mfa
-                } else if ask(engine, &principal, target, source_ip, true, true).allowed {
-                    Access::Device
-                } else {
-                    Access::Deny
-                };
-                cells.push(Cell {
-                    role: role.clone(),
-                    principal_kind: kind.as_str(),
-                    target: index,
-                    access,
-                    policies: plain.policies,
-                });
-            }
+            cells.extend(row(engine, &principal, role, &targets, source_ip));
         }
+    }
+    for (spiffe_id, roles) in workloads {
+        // A workload as it authenticates: its SPIFFE ID and its roles.
+        let principal = Principal {
+            id: spiffe_id.clone(),
+            kind: PrincipalKind::Workload,
+            name: spiffe_id.clone(),
+            roles: roles.clone(),
+            credential: "segments".into(),
+        };
+        cells.extend(row(engine, &principal, spiffe_id, &targets, source_ip));
     }
     Matrix {
         source_ip,
         roles: roles.to_vec(),
+        workloads: workloads.iter().map(|(id, _)| id.clone()).collect(),
         targets,
         cells,
     }
@@ -313,7 +347,17 @@ when { resource.prefix == "/warehouse" };
             .iter()
             .map(|r| r.to_string())
             .collect();
-        let m = reachability(&engine, &roles, targets, "10.0.0.1".parse().unwrap());
+        let workloads = vec![(
+            "spiffe://citadel.local/ns/etl/sa/loader".to_owned(),
+            vec!["analyst".to_owned()],
+        )];
+        let m = reachability(
+            &engine,
+            &roles,
+            &workloads,
+            targets,
+            "10.0.0.1".parse().unwrap(),
+        );
         use Access::*;
         let row = |role: &str, kind: &str| -> Vec<Access> {
             (0..4).map(|i| m.access(role, kind, i).unwrap()).collect()
@@ -325,9 +369,20 @@ when { resource.prefix == "/warehouse" };
         );
         assert_eq!(row("analyst", "user"), vec![Deny, Deny, Allow, Deny]);
         assert_eq!(row("auditor", "user"), vec![Deny, Deny, Deny, Deny]);
+        // A workload is a source of its own, with its roles.
+        assert_eq!(
+            row("spiffe://citadel.local/ns/etl/sa/loader", "workload"),
+            vec![Deny, Deny, Allow, Deny]
+        );
         let table = m.to_table();
         assert!(table.contains("GET /warehouse"), "{table}");
         assert!(table.lines().any(|l| l.starts_with("analyst ")), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("spiffe://citadel.local/ns/etl")),
+            "{table}"
+        );
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["cells"][0]["access"], "allow");
         assert_eq!(json["targets"][1]["placement"], "external");

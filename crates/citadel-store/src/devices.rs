@@ -307,6 +307,17 @@ impl Store {
             .collect()
     }
 
+    /// Unrevoked workloads with their roles: `(SPIFFE ID, roles)`.
+    pub async fn active_workloads(&self) -> Result<Vec<(String, Vec<String>)>> {
+        Ok(self
+            .list_workloads()
+            .await?
+            .into_iter()
+            .filter(|w| w.revoked_at.is_none())
+            .map(|w| (w.spiffe_id, w.roles))
+            .collect())
+    }
+
     /// Revokes a workload: its certificates stop working.
     pub async fn revoke_workload(&self, spiffe_id: &str, at: i64) -> Result<bool> {
         let mut tx = self.pool().begin().await?;

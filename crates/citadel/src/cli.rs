@@ -471,9 +471,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 anyhow::anyhow!("the policies in {} do not validate:\n{p}", dir.display())
             })?;
             let roles = citadel_identity::all_role_names(&store).await?;
+            let workloads = store.active_workloads().await?;
             let matrix = citadel_policy::segments::reachability(
                 &engine,
                 &roles,
+                &workloads,
                 citadel_gateway::config::segment_targets(&config.upstream),
                 source,
             );

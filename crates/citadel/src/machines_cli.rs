@@ -54,9 +54,15 @@ pub enum WorkloadCommand {
         /// Directory to write the files to (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// Role the workload acts with (repeat for several) [default: service].
+        /// Role the workload acts with (repeat for several) [default: the
+        /// roles it had, or service].
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// Rotate only when needed: if the directory already holds a
+        /// certificate for this SPIFFE ID valid for longer than this
+        /// (e.g. `8h`), do nothing. For a timer that runs often.
+        #[arg(long, value_name = "DURATION")]
+        renew_before: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -75,6 +81,17 @@ pub enum WorkloadCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The expiry of the SVID in `dir` if it is one for `spiffe_id`.
+fn current_svid_expiry(dir: &std::path::Path, spiffe_id: &str) -> Option<i64> {
+    let pem = std::fs::read(dir.join("svid.pem")).ok()?;
+    let facts = citadel_crypto::read_cert_pem(&pem)?;
+    facts
+        .uris
+        .iter()
+        .any(|u| u == spiffe_id)
+        .then_some(facts.not_after)
 }
 
 async fn machines(
@@ -190,8 +207,27 @@ pub async fn run_workload(
             spiffe_id,
             out,
             roles,
+            renew_before,
             json,
         } => {
+            if let Some(text) = &renew_before {
+                let margin = clock::parse_duration(text)
+                    .map_err(|e| anyhow::anyhow!("--renew-before {text:?}: {e}"))?;
+                if let Some(not_after) = current_svid_expiry(&out, &spiffe_id) {
+                    if not_after > clock::now_ms() + margin.as_millis() as i64 {
+                        let answer = serde_json::json!({"spiffe_id": spiffe_id, "renewed": false, "not_after": not_after});
+                        if json {
+                            return print_json(&answer);
+                        }
+                        println!(
+                            "{spiffe_id}: the certificate in {} is valid until {}; nothing to do",
+                            out.display(),
+                            clock::rfc3339(not_after)
+                        );
+                        return Ok(());
+                    }
+                }
+            }
             let trust_domain = &config.identity.workloads.trust_domain;
             citadel_identity::machines::check_spiffe_id(&spiffe_id, trust_domain)
                 .map_err(|e| anyhow::anyhow!("invalid SPIFFE ID {spiffe_id:?}: {e}"))?;
@@ -243,6 +279,7 @@ pub async fn run_workload(
                 serde_json::json!({"type": "Workload", "uid": spiffe_id}),
                 &serde_json::json!({
                     "spiffe_id": spiffe_id,
+                    "renewed": true,
                     "roles": roles,
                     "not_after": not_after,
                     "certificate": out.join("svid.pem"),

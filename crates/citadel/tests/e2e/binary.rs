@@ -509,4 +509,12 @@ fn device_enroll_token_and_workload_issue_through_the_binary() {
     );
     assert_eq!(issue(&[])["roles"], serde_json::json!(["developer"]));
     assert!(!dir.join(".svid.pem.new").exists());
+    // A timer that runs often: nothing to do while the certificate is fresh.
+    let fresh = issue(&["--renew-before", "1h"]);
+    assert_eq!(fresh["renewed"], false);
+    let due = issue(&["--renew-before", "48h"]);
+    assert_eq!(
+        due["renewed"], true,
+        "a 24 h certificate is due within 48 h"
+    );
 }
