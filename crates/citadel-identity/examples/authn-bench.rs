@@ -358,7 +358,8 @@ async fn device_figures(
     let n = 2000;
     let t = Instant::now();
     for _ in 0..n {
-        std::hint::black_box(checker.check(&ders).unwrap().validity.unwrap());
+        let checked = std::hint::black_box(checker.check(&ders).unwrap());
+        assert!(checked.validity.is_ok());
     }
     (device_ns, t.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
