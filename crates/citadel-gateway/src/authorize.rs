@@ -120,5 +120,8 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
             Some(&info.id),
         );
     }
+    if let Some(sighting) = req.extensions().get::<crate::verify::Sighting>() {
+        state.verifier.remember(sighting);
+    }
     call_next(next, req).await
 }

@@ -84,12 +84,28 @@ async fn register_start(
         Ok(u) => u,
         Err(e) => return internal(&trail, &info, e),
     };
-    match state
-        .signin
-        .passkeys
-        .start_registration(&user, now_ms())
-        .await
-    {
+    // A person who already has a second factor must have proved it in the
+    // last five minutes: otherwise a stolen password would be enough to add
+    // an attacker's passkey, which then counts as multi-factor. (The first
+    // factor of someone who has none is added from a password session.)
+    let now = now_ms();
+    let has_factor = match (
+        state.signin.factors.has_totp(&user.id).await,
+        state.signin.store().passkeys_of(&user.id).await,
+    ) {
+        (Ok(totp), Ok(keys)) => totp || !keys.is_empty(),
+        (Err(e), _) => return internal(&trail, &info, e),
+        (_, Err(e)) => return internal(&trail, &info, e),
+    };
+    let fresh = session.mfa_at.is_some_and(|at| now - at <= 300_000);
+    if has_factor && !fresh {
+        trail.update(|t| t.error = Some(ErrorCode::StepUpRequired));
+        return error_response(
+            &citadel_core::ApiError::step_up("mfa", Some(300)),
+            Some(&info.id),
+        );
+    }
+    match state.signin.passkeys.start_registration(&user, now).await {
         Ok((ceremony, options)) => json_response(
             StatusCode::OK,
             &json!({"ceremony": ceremony, "options": options}),

@@ -344,9 +344,11 @@ async fn login(
     );
     tracing::info!(request_id = %info.id, client = %info.client, reason, "sign-in");
     // A burst of failures that just locked a person's account raises their
-    // risk, to at most FAILED_SIGN_IN_RISK_CAP: enough for policy to ask
-    // for a second factor, never enough to lock the owner out, since
-    // anyone can fail sign-ins to anyone's account.
+    // risk, to at most FAILED_SIGN_IN_RISK_CAP: enough for the default
+    // policy to ask their browser sessions for a fresh second factor, never
+    // enough for it to deny them, since anyone can fail sign-ins to anyone's
+    // account. (A person with no second factor cannot step up; the score
+    // halves every `risk_half_life`.)
     let just_locked = matches!(&outcome, Err(f) if *f != SignInFailure::Locked);
     if let (Some(user), true, Some(_)) = (&user, just_locked, locked_until) {
         let delta = state.verifier.failed_sign_in_risk;

@@ -17,7 +17,9 @@
 //! so the facts are there for every decision, and it does no I/O: the
 //! risk scores are an in-memory snapshot and the GeoIP database is held in
 //! memory. The previous request of each principal is remembered per
-//! replica.
+//! replica, once policy has let it through (the authorize layer calls
+//! [`Verifier::remember`]), so a challenged request does not become the
+//! reference the next one is measured against.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,6 +47,17 @@ pub struct Place {
 
 #[derive(Debug, Clone)]
 struct LastSeen {
+    network: String,
+    /// The last place GeoIP knew, and when the principal was there.
+    place: Option<((f64, f64), i64)>,
+    at: i64,
+}
+
+/// Where a request came from, remembered once policy lets it through (so a
+/// challenged request does not become the "previous" one).
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    principal_id: String,
     network: String,
     place: Option<(f64, f64)>,
     at: i64,
@@ -143,20 +156,16 @@ impl Verifier {
         ip: IpAddr,
         session_ip: Option<&str>,
         now: i64,
-    ) -> Verified {
+    ) -> (Verified, Sighting) {
         let network = network_of(ip);
         let place = self.locate(ip);
         let here = place.as_ref().map(|p| (p.latitude, p.longitude));
-        let mut last = self.last.lock();
-        let previous = last.get(principal_id).cloned();
+        let previous = self.last.lock().get(principal_id).cloned();
         let network_changed = match session_ip.and_then(|s| s.parse::<IpAddr>().ok()) {
             Some(origin) => network_of(origin) != network,
             None => previous.as_ref().is_some_and(|p| p.network != network),
         };
-        let travel_kmh = match (
-            previous.as_ref().and_then(|p| p.place.map(|pl| (pl, p.at))),
-            here,
-        ) {
+        let travel_kmh = match (previous.as_ref().and_then(|p| p.place), here) {
             (Some((from, at)), Some(to)) => {
                 // At least a minute apart, so two requests in the same
                 // second from neighbouring cities are not "impossible".
@@ -165,28 +174,41 @@ impl Verifier {
             }
             _ => 0,
         };
+        let found = Verified {
+            risk_score: self.risk.score(principal_id, now),
+            network_changed,
+            travel_kmh,
+            country: place.map(|p| p.country).unwrap_or_default(),
+        };
+        let sighting = Sighting {
+            principal_id: principal_id.to_owned(),
+            network,
+            place: here,
+            at: now,
+        };
+        (found, sighting)
+    }
+
+    /// Remembers a request policy let through as the principal's previous one.
+    pub fn remember(&self, sighting: &Sighting) {
+        let mut last = self.last.lock();
         if last.len() >= LAST_SEEN_MAX {
             let mut ages: Vec<i64> = last.values().map(|s| s.at).collect();
             ages.sort_unstable();
             let cutoff = ages[ages.len() / 2];
             last.retain(|_, s| s.at > cutoff);
         }
+        let previous_place = last.get(&sighting.principal_id).and_then(|p| p.place);
         last.insert(
-            principal_id.to_owned(),
+            sighting.principal_id.clone(),
             LastSeen {
-                network,
-                // Keep the last known place when this address has none.
-                place: here.or(previous.and_then(|p| p.place)),
-                at: now,
+                network: sighting.network.clone(),
+                // An address GeoIP cannot place keeps the last known place
+                // and the time the principal was there.
+                place: sighting.place.map(|p| (p, sighting.at)).or(previous_place),
+                at: sighting.at,
             },
         );
-        drop(last);
-        Verified {
-            risk_score: self.risk.score(principal_id, now),
-            network_changed,
-            travel_kmh,
-            country: place.map(|p| p.country).unwrap_or_default(),
-        }
     }
 }
 
@@ -202,13 +224,16 @@ async fn verify(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> Ga
             .extensions()
             .get::<citadel_identity::LiveSession>()
             .map(|s| s.source_ip.clone());
-        let found = state.verifier.verify(
+        let (found, sighting) = state.verifier.verify(
             &principal.id,
             info.client.ip(),
             session_ip.as_deref(),
             now_ms(),
         );
         trail.update(|t| t.verified = found);
+        let mut req = req;
+        req.extensions_mut().insert(sighting);
+        return call_next(next, req).await;
     }
     call_next(next, req).await
 }

@@ -664,19 +664,17 @@ impl Store {
         kind: &str,
         now: i64,
     ) -> Result<Option<(String, String)>> {
-        let mut tx = self.pool().begin().await?;
+        // One DELETE … RETURNING: of two concurrent finishes, one gets the row.
         let row = sqlx::query(
-            "SELECT user_id, kind, state, expires_at FROM webauthn_ceremonies WHERE id = $1",
+            "DELETE FROM webauthn_ceremonies WHERE id = $1 RETURNING user_id, kind, state, expires_at",
         )
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.pool())
         .await?;
-        sqlx::query("DELETE FROM webauthn_ceremonies WHERE id = $1 OR expires_at < $2")
-            .bind(id)
+        sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at < $1")
             .bind(now)
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await?;
-        tx.commit().await?;
         let Some(row) = row else {
             return Ok(None);
         };

@@ -113,6 +113,35 @@ async fn a_passkey_registered_in_a_session_signs_in_alone_and_clones_and_other_o
     assert_eq!(events[0].body["auth_protocol"], "WebAuthn");
     assert_eq!(events[0].body["status_detail"], "signed_in");
 
+    // With a passkey registered, the password-only session may not add
+    // another (a stolen password must not be enough); a fresh passkey
+    // session may.
+    let (status, code, _) =
+        code_of(post(&c, "/auth/webauthn/register/start", json!({}), &session).await).await;
+    assert_eq!((status, code.as_str()), (401, "step_up_required"));
+    let (login_again, _, _) = login_with_passkey(&c, &mut soft, &origin).await;
+    let fresh_cookie = login_again.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let fresh_csrf = login_again.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fresh = [
+        ("cookie", fresh_cookie.as_str()),
+        ("x-csrf-token", fresh_csrf.as_str()),
+    ];
+    assert_eq!(
+        post(&c, "/auth/webauthn/register/start", json!({}), &fresh)
+            .await
+            .status(),
+        200
+    );
+
     // The same ceremony cannot be finished twice.
     let r = post(&c, "/auth/webauthn/login/finish", replay, &[]).await;
     let id = request_id(&r);
