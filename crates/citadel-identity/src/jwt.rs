@@ -286,9 +286,6 @@ struct Peek {
     iss: Option<String>,
 }
 
-/// Methods in `amr` (RFC 8176) that mean a second factor was proved.
-const MFA_AMR: &[&str] = &["mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris"];
-
 impl JwtVerifier {
     /// Verifiers for `configs` (none: every JWT is refused as unknown issuer).
     pub fn new(configs: &[JwtIssuerConfig]) -> Result<Self, String> {
@@ -555,28 +552,12 @@ impl Issuer {
             .as_str()
             .filter(|s| !s.is_empty())
             .ok_or(JwtFailure::MissingClaim)?;
-        let groups: Vec<String> = match &claims[&self.config.roles_claim] {
-            serde_json::Value::Array(items) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            serde_json::Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        let mut roles: Vec<String> = groups
-            .iter()
-            .filter_map(|g| self.config.role_map.get(g).cloned())
-            .collect();
-        roles.sort();
-        roles.dedup();
+        let roles =
+            crate::claims::mapped_roles(&claims, &self.config.roles_claim, &self.config.role_map);
         if roles.is_empty() {
             return Err(JwtFailure::NoRoles);
         }
-        let mfa = claims["amr"].as_array().is_some_and(|amr| {
-            amr.iter()
-                .filter_map(|v| v.as_str())
-                .any(|m| MFA_AMR.contains(&m))
-        });
+        let mfa = crate::claims::second_factor(&claims);
         let mfa_at = mfa.then(|| {
             claims["auth_time"]
                 .as_i64()

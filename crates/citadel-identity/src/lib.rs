@@ -27,6 +27,7 @@
 
 mod accounts;
 mod api_key;
+mod claims;
 pub mod jwt;
 pub mod machines;
 pub mod mfa;

@@ -185,7 +185,6 @@ impl std::fmt::Debug for OidcLogins {
 }
 
 const LOGIN_MS: i64 = 5 * 60 * 1000;
-const MFA_AMR: &[&str] = &["mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris"];
 
 #[derive(serde::Serialize, Deserialize)]
 struct Pending {
@@ -370,28 +369,15 @@ impl OidcLogins {
             })
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let groups: Vec<String> = match &claims[&provider.config.roles_claim] {
-            serde_json::Value::Array(items) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            serde_json::Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        let mut roles: Vec<String> = groups
-            .iter()
-            .filter_map(|g| provider.config.role_map.get(g).cloned())
-            .collect();
-        roles.sort();
-        roles.dedup();
+        let roles = crate::claims::mapped_roles(
+            &claims,
+            &provider.config.roles_claim,
+            &provider.config.role_map,
+        );
         if roles.is_empty() {
             return Err(OidcFailure::NoRoles);
         }
-        let mfa = claims["amr"].as_array().is_some_and(|amr| {
-            amr.iter()
-                .filter_map(|v| v.as_str())
-                .any(|m| MFA_AMR.contains(&m))
-        });
+        let mfa = crate::claims::second_factor(&claims);
         let wanted_name = claims[&provider.config.name_claim]
             .as_str()
             .unwrap_or(&subject)
