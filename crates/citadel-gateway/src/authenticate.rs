@@ -287,6 +287,8 @@ async fn authenticate(
                 }
             }
             Ok(Machine::Device { id, trust, user_id }) => {
+                req.extensions_mut()
+                    .insert(crate::revocation::DeviceRef(cert.facts.fingerprint.clone()));
                 device = Some(DeviceSeen {
                     id,
                     trust,

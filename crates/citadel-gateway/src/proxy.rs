@@ -97,6 +97,10 @@ async fn forward(state: Arc<GatewayState>, mut req: GatewayRequest) -> GatewayRe
         .extensions()
         .get::<crate::revocation::Credential>()
         .cloned();
+    let device = req
+        .extensions()
+        .get::<crate::revocation::DeviceRef>()
+        .cloned();
     // The buffered body's memory reservation stays with this call until the
     // upstream has answered: hyper drops request extensions as soon as the
     // head is written, while the body may still be queued.
@@ -238,8 +242,10 @@ async fn forward(state: Arc<GatewayState>, mut req: GatewayRequest) -> GatewayRe
         .boxed_unsync();
     }
     if let (true, Some(credential)) = (streaming, credential) {
-        body = crate::revocation::RevocableBody::new(body, state, credential, info, trail, is_sse)
-            .boxed_unsync();
+        body = crate::revocation::RevocableBody::new(
+            body, state, credential, device, info, trail, is_sse,
+        )
+        .boxed_unsync();
     }
     http::Response::from_parts(parts, body)
 }

@@ -7,6 +7,9 @@
 //! is cut off with an error (the client sees a truncated body, never a
 //! complete-looking one).
 //!
+//! The device the request came from counts too: revoking it ends the
+//! streams it started.
+//!
 //! The checks are cheap: an API key is looked up in the in-memory snapshot
 //! (refreshed within 100 ms of any revocation anywhere); a session is read
 //! from the store only when the session generation moved (a revocation
@@ -55,6 +58,11 @@ pub enum Credential {
     },
 }
 
+/// The device certificate a request came with (its fingerprint), kept so
+/// that revoking the device also ends a streamed answer in progress.
+#[derive(Debug, Clone)]
+pub struct DeviceRef(pub String);
+
 type Check = Pin<Box<dyn Future<Output = Option<&'static str>> + Send>>;
 
 /// A response body that ends when its credential stops holding.
@@ -62,6 +70,7 @@ pub(crate) struct RevocableBody {
     inner: GatewayBody,
     state: Arc<GatewayState>,
     credential: Credential,
+    device: Option<DeviceRef>,
     info: RequestInfo,
     trail: Trail,
     sse: bool,
@@ -77,6 +86,7 @@ impl RevocableBody {
         inner: GatewayBody,
         state: Arc<GatewayState>,
         credential: Credential,
+        device: Option<DeviceRef>,
         info: RequestInfo,
         trail: Trail,
         sse: bool,
@@ -89,6 +99,7 @@ impl RevocableBody {
             inner,
             state,
             credential,
+            device,
             info,
             trail,
             sse,
@@ -104,6 +115,11 @@ impl RevocableBody {
     fn poll_check(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
         if self.pending.is_none() && self.tick.poll_tick(cx).is_ready() {
             let now = now_ms();
+            if let Some(DeviceRef(fingerprint)) = &self.device {
+                if let Err(failure) = self.state.machines.device_still_valid(fingerprint) {
+                    return Some(failure.as_str());
+                }
+            }
             match &self.credential {
                 Credential::ApiKey(id) => {
                     if let Err(failure) = self.state.registry.still_valid(id, now) {

@@ -433,6 +433,16 @@ impl Machines {
         Err(MachineFailure::UnrecognizedCertificate)
     }
 
+    /// Whether a device whose certificate was accepted earlier is still
+    /// enrolled and not revoked (for a long request it started).
+    pub fn device_still_valid(&self, fingerprint: &str) -> Result<(), MachineFailure> {
+        match self.devices.load().get(fingerprint) {
+            None => Err(MachineFailure::UnknownDevice),
+            Some(d) if d.record.revoked_at.is_some() => Err(MachineFailure::DeviceRevoked),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Whether a workload that authenticated earlier is still registered
     /// and not revoked (for a long request it started).
     pub fn workload_still_valid(&self, spiffe_id: &str) -> Result<(), MachineFailure> {

@@ -203,11 +203,43 @@ async fn an_enrolled_compliant_device_opens_what_policy_reserves_for_it_until_re
     let (status, _, _) = code_of(chat(&c.client, &c, "m2", &auth).await).await;
     assert_eq!(status, 403);
 
-    // Revocation takes effect on the next request.
+    // Revocation cuts off an answer streaming to the device, and takes
+    // effect on the next request.
+    let mut stream = device
+        .post(format!("{}/v1/chat/completions", c.gateway))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"model": "m1", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("first"));
+    let revoked = std::time::Instant::now();
     let r = c
         .admin_post(&format!("/api/v1/devices/{device_id}/revoke"), Value::Null)
         .await;
     assert_eq!(r.status(), 200);
+    let mut rest = String::new();
+    while let Ok(Ok(Some(chunk))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await
+    {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        rest.contains("access_revoked") && !rest.contains("second"),
+        "{rest}"
+    );
+    assert!(
+        revoked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        revoked.elapsed()
+    );
     let r = chat(&device, &c, "m1", &auth).await;
     let id = request_id(&r);
     let (status, code, _) = code_of(r).await;
