@@ -218,7 +218,14 @@ async fn decide(
         mfa: false,
         mfa_age_seconds: i64::MAX,
         device_trust: "unknown",
-        verification: Default::default(),
+        verification: citadel_policy::Verification {
+            risk_score: state
+                .gateway
+                .verifier
+                .risk
+                .score(&caller.principal.id, clock::now_ms()),
+            ..Default::default()
+        },
     };
     let decision = state
         .policy

@@ -149,15 +149,6 @@ pub(crate) struct RiskQuery {
     principal: String,
 }
 
-/// A principal named by user name or by id (`u-…`, `jwt:…`, `spiffe://…`).
-async fn principal_id(state: &AdminState, name_or_id: &str) -> Result<String, AdminError> {
-    match state.store.find_user(name_or_id).await {
-        Ok(user) => Ok(user.id),
-        Err(citadel_store::StoreError::NotFound(_)) => Ok(name_or_id.to_owned()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `GET /api/v1/risk?principal=…`: the current (decayed) score.
 pub(crate) async fn get_risk(
     State(state): State<AdminState>,
@@ -165,7 +156,9 @@ pub(crate) async fn get_risk(
     axum::extract::Query(query): axum::extract::Query<RiskQuery>,
 ) -> ApiResult {
     authorize(&state, &caller, "risk.read", "risk").await?;
-    let id = principal_id(&state, &query.principal).await?;
+    let id = citadel_identity::risk::resolve_subject(&state.store, &query.principal)
+        .await?
+        .id;
     let score = state.gateway.verifier.risk.score(&id, clock::now_ms());
     Ok(Json(json!({"principal": id, "risk_score": score})))
 }
@@ -193,7 +186,14 @@ pub(crate) async fn set_risk(
             "score is 0 to 100 and a reason is required",
         ));
     }
-    let id = principal_id(&state, &body.principal).await?;
+    let subject = citadel_identity::risk::resolve_subject(&state.store, &body.principal).await?;
+    // Changing a person's score changes what they may do: the caller must
+    // be allowed to grant each of their roles (an operator cannot clear an
+    // administrator's score).
+    if let Some(roles) = &subject.user_roles {
+        crate::api::authorize_grants(&state, &caller, roles).await?;
+    }
+    let id = subject.id;
     let record = state
         .gateway
         .verifier

@@ -102,6 +102,9 @@ pub async fn refuse_authentication(
 /// The header a browser session's changing requests carry its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// The cookie the OIDC sign-in hands the CSRF token to page scripts in.
+pub const CSRF_COOKIE: &str = "__Host-citadel_csrf";
+
 fn changes_something(method: &http::Method) -> bool {
     !matches!(
         *method,
@@ -187,7 +190,10 @@ fn strip_session_credentials(state: &GatewayState, headers: &mut http::HeaderMap
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(name.as_str()))
+        .filter(|pair| {
+            let cookie = pair.split('=').next();
+            !pair.is_empty() && cookie != Some(name.as_str()) && cookie != Some(CSRF_COOKIE)
+        })
         .map(str::to_owned)
         .collect();
     headers.remove(http::header::COOKIE);

@@ -7,7 +7,9 @@
 //!   completed by the browser that started it (login CSRF).
 //! - `GET /auth/oidc/<name>/callback?code=…&state=…` → the code is
 //!   exchanged and the ID token verified; policy's `sign_in` decides as for
-//!   any sign-in; 302 to the provider's `after_login` path with the session
+//!   any sign-in; a small page that moves on to the provider's
+//!   `after_login` path (so the navigation is same-site and the
+//!   `SameSite=Strict` session cookie goes with it), with the session
 //!   cookie and a `__Host-citadel_csrf` cookie page scripts read to send
 //!   `X-CSRF-Token`.
 
@@ -27,7 +29,7 @@ use crate::state::GatewayState;
 use crate::{error_response, full, GatewayRequest, GatewayResponse};
 
 const STATE_COOKIE: &str = "__Host-citadel_oidc";
-const CSRF_COOKIE: &str = "__Host-citadel_csrf";
+use crate::authenticate::CSRF_COOKIE;
 
 fn redirect(location: &str) -> GatewayResponse {
     let mut response = http::Response::new(full(bytes::Bytes::new()));
@@ -36,6 +38,13 @@ fn redirect(location: &str) -> GatewayResponse {
         response.headers_mut().insert(header::LOCATION, v);
     }
     response
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
@@ -263,7 +272,19 @@ async fn callback(
                 t.principal = principal.map(Arc::new);
                 t.auth_method = Some("oidc");
             });
-            let mut response = redirect(&identity.after_login);
+            // A small page that moves on to `after_login` itself: the
+            // browser arrived here from the provider (cross-site), so a
+            // redirect would still be cross-site and the SameSite=Strict
+            // session cookie would not go with it; a navigation started by
+            // this page is same-site, and it does.
+            let target = html_escape(&identity.after_login);
+            let mut response = http::Response::new(full(format!(
+                "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={target}\"><title>Signed in</title><p>Signed in. <a href=\"{target}\">Continue</a></p>"
+            )));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             let csrf = format!(
                 "{CSRF_COOKIE}={}; Path=/; Secure; SameSite=Strict; Max-Age={}",
                 session.csrf_token.as_str(),

@@ -352,16 +352,15 @@ async fn login_finish(
     };
     if let (Some(f), Some(u)) = (&failure, &user) {
         if *f == PasskeyFailure::ClonedAuthenticator {
-            let _ = state
-                .verifier
-                .risk
-                .raise(
-                    &u.id,
-                    CLONED_AUTHENTICATOR_RISK,
-                    "cloned_authenticator",
-                    now,
-                )
-                .await;
+            crate::verify::raise_risk(
+                &state,
+                &u.id,
+                CLONED_AUTHENTICATOR_RISK,
+                None,
+                "cloned_authenticator",
+                &info.id,
+            )
+            .await;
         } else {
             let _ = state
                 .signin

@@ -353,20 +353,15 @@ async fn login(
     if let (Some(user), true, Some(_)) = (&user, just_locked, locked_until) {
         let delta = state.verifier.failed_sign_in_risk;
         if delta > 0 {
-            if let Err(e) = state
-                .verifier
-                .risk
-                .raise_capped(
-                    &user.id,
-                    delta,
-                    FAILED_SIGN_IN_RISK_CAP,
-                    "failed_sign_ins",
-                    now_ms(),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "could not raise a risk score after failed sign-ins");
-            }
+            crate::verify::raise_risk(
+                &state,
+                &user.id,
+                delta,
+                Some(FAILED_SIGN_IN_RISK_CAP),
+                "failed_sign_ins",
+                &info.id,
+            )
+            .await;
         }
     }
     if let Err(refusal) = record_decision(&state.sink, event).await {
@@ -543,8 +538,14 @@ async fn logout(
         StatusCode::OK,
         &json!({"signed_out": true, "sessions_ended": ended}),
     );
-    if let Ok(clear) = HeaderValue::from_str(&sessions.clear_cookie()) {
-        response.headers_mut().insert(header::SET_COOKIE, clear);
+    let clear_csrf = format!(
+        "{}=; Path=/; Secure; SameSite=Strict; Max-Age=0",
+        crate::authenticate::CSRF_COOKIE
+    );
+    for clear in [sessions.clear_cookie(), clear_csrf] {
+        if let Ok(v) = HeaderValue::from_str(&clear) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     response
 }

@@ -212,6 +212,51 @@ impl Verifier {
     }
 }
 
+/// Raises a principal's risk score (to at most `cap`, if given) because
+/// of something Citadel saw itself, and records it as an event, so a score
+/// that changes what someone may do always has its reason on record.
+pub(crate) async fn raise_risk(
+    state: &GatewayState,
+    principal_id: &str,
+    delta: i64,
+    cap: Option<i64>,
+    reason: &str,
+    request_id: &str,
+) {
+    let now = now_ms();
+    let raised = match cap {
+        Some(cap) => {
+            state
+                .verifier
+                .risk
+                .raise_capped(principal_id, delta, cap, reason, now)
+                .await
+        }
+        None => state
+            .verifier
+            .risk
+            .raise(principal_id, delta, reason, now)
+            .await
+            .map(|r| r.score),
+    };
+    match raised {
+        Ok(score) => {
+            let event = citadel_core::SecurityEvent::change(
+                "risk.raise",
+                "gateway",
+                serde_json::json!({"type": "Principal", "uid": principal_id, "score": score, "reason": reason}),
+            )
+            .actor_named("system", "citadel", "system")
+            .request_id(request_id)
+            .build();
+            if let Err(e) = crate::events::record_decision(&state.sink, event).await {
+                tracing::error!(error = %e, "a risk score was raised but could not be recorded");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, reason, "could not raise a risk score"),
+    }
+}
+
 /// The verify layer.
 pub fn layer(state: Arc<GatewayState>) -> StageLayer {
     StageLayer::new("verify", state, |s, r, n| Box::pin(verify(s, r, n)))

@@ -57,6 +57,60 @@ impl VerifyConfig {
     }
 }
 
+/// A principal a risk score is about.
+#[derive(Debug, Clone)]
+pub struct RiskSubject {
+    /// Its id.
+    pub id: String,
+    /// Its roles when it is a Citadel user (for checks on who may change them).
+    pub user_roles: Option<Vec<String>>,
+}
+
+/// Finds the principal `name_or_id` names: a user (by name or id), a
+/// service account of an API key (`sa-…`), a workload (`spiffe://…`), or a
+/// JWT caller (`jwt:<issuer>:<sub>`, which Citadel keeps no list of).
+/// `NotFound` otherwise, so a misspelt name is not given a score.
+pub async fn resolve_subject(
+    store: &Store,
+    name_or_id: &str,
+) -> citadel_store::Result<RiskSubject> {
+    match store.find_user(name_or_id).await {
+        Ok(user) => {
+            return Ok(RiskSubject {
+                id: user.id,
+                user_roles: Some(user.roles),
+            })
+        }
+        Err(citadel_store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let known = if name_or_id.starts_with("sa-") {
+        store
+            .list_api_keys()
+            .await?
+            .iter()
+            .any(|k| k.owner_id == name_or_id)
+    } else if name_or_id.starts_with("spiffe://") {
+        store
+            .list_workloads()
+            .await?
+            .iter()
+            .any(|w| w.spiffe_id == name_or_id)
+    } else {
+        name_or_id.starts_with("jwt:") && name_or_id.matches(':').count() >= 2
+    };
+    if known {
+        Ok(RiskSubject {
+            id: name_or_id.to_owned(),
+            user_roles: None,
+        })
+    } else {
+        Err(citadel_store::StoreError::NotFound(format!(
+            "principal {name_or_id}"
+        )))
+    }
+}
+
 /// The scores in force, following the store.
 pub struct RiskBoard {
     store: Store,

@@ -202,10 +202,10 @@ fn ask(
         source_ip,
         method: &target.method,
         path: &path,
-        auth_method: if principal.kind == PrincipalKind::User {
-            "session"
-        } else {
-            "api_key"
+        auth_method: match principal.kind {
+            PrincipalKind::User => "session",
+            PrincipalKind::ServiceAccount => "api_key",
+            PrincipalKind::Workload => "mtls",
         },
         mfa,
         mfa_age_seconds: if mfa { 0 } else { i64::MAX },

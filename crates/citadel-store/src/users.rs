@@ -115,6 +115,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // A risk score's reason is free text that may name the person.
+        sqlx::query("DELETE FROM risk_scores WHERE principal_id = $1")
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
         crate::identity::revoke_user_sessions(&mut tx, &user.id, "erased", at).await?;
         // Where the person signed in from names them too. (The throttle's
         // counters hold only a digest of the name.)

@@ -730,11 +730,10 @@ async fn run_risk(store: &Store, config: &Config, cmd: RiskCommand) -> Result<()
     )
     .await?;
     let resolve = |name: String| async move {
-        match store.find_user(&name).await {
-            Ok(u) => Ok(u.id),
-            Err(citadel_store::StoreError::NotFound(_)) => Ok(name),
-            Err(e) => Err(anyhow::Error::from(e)),
-        }
+        citadel_identity::risk::resolve_subject(store, &name)
+            .await
+            .map(|s| s.id)
+            .map_err(anyhow::Error::from)
     };
     match cmd {
         RiskCommand::Set {
