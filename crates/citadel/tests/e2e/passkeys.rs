@@ -177,8 +177,16 @@ async fn a_passkey_registered_in_a_session_signs_in_alone_and_clones_and_other_o
     let (r, id, _) = login_with_passkey(&c, &mut soft, &origin).await;
     let (status, code, _) = code_of(r).await;
     assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
+    let events = c.events_for(&id).await;
+    let refusal = events.iter().find(|e| e.body["class_uid"] == 3002).unwrap();
+    assert_eq!(refusal.body["status_detail"], "cloned_authenticator");
+    // The raised risk score is on record with its reason.
+    let raised = events
+        .iter()
+        .find(|e| e.body["api"]["operation"] == "risk.raise")
+        .unwrap();
     assert_eq!(
-        c.events_for(&id).await[0].body["status_detail"],
+        raised.body["resources"][0]["reason"],
         "cloned_authenticator"
     );
     let risk = c.admin_get("/api/v1/risk?principal=alice").await;
