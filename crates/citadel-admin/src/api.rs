@@ -60,6 +60,10 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/users/{name}/mfa/recovery-codes",
             post(people::new_recovery_codes),
         )
+        .route(
+            "/api/v1/users/{name}/mfa/passkeys/{credential_id}",
+            axum::routing::delete(people::remove_passkey),
+        )
         .route("/api/v1/users/{name}/sessions", get(people::list_sessions))
         .route("/api/v1/users/{name}/sign-out", post(people::sign_out))
         .route("/api/v1/users/{name}/unlock", post(people::unlock))

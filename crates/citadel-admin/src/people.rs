@@ -175,9 +175,34 @@ pub(crate) async fn mfa_status(
         .recovery_codes_left(&user.id)
         .await
         .map_err(factor_error)?;
+    let passkeys = state.store.passkeys_of(&user.id).await?;
     Ok(Json(
-        json!({"user": user.name, "totp": totp, "recovery_codes_left": left}),
+        json!({"user": user.name, "totp": totp, "recovery_codes_left": left, "passkeys": passkeys}),
     ))
+}
+
+/// `DELETE /api/v1/users/{name}/mfa/passkeys/{credential_id}`: removes a
+/// lost or replaced authenticator.
+pub(crate) async fn remove_passkey(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, credential_id)): Path<(String, String)>,
+) -> ApiResult {
+    let user = credentials_of(&state, &caller, "users.mfa_remove", &name).await?;
+    if !state.store.delete_passkey(&user.id, &credential_id).await? {
+        return Err(AdminError::new(
+            ErrorCode::NotFound,
+            format!("{} has no passkey {credential_id}", user.name),
+        ));
+    }
+    record_change(
+        &state,
+        &caller,
+        "users.mfa_remove",
+        json!({"type": "User", "uid": user.id, "factor": "passkey", "credential_id": credential_id}),
+    )
+    .await?;
+    Ok(Json(json!({"user": user.name, "removed": true})))
 }
 
 /// `GET /api/v1/users/{name}/sessions`: live sessions, newest first.

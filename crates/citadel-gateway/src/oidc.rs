@@ -172,7 +172,11 @@ async fn callback(
                     path: "/auth/oidc/callback",
                     auth_method: "oidc",
                     mfa: identity.mfa,
-                    mfa_age_seconds: if identity.mfa { 0 } else { i64::MAX },
+                    mfa_age_seconds: if identity.mfa {
+                        (now - identity.authenticated_at).max(0) / 1000
+                    } else {
+                        i64::MAX
+                    },
                     device_trust: "unknown",
                     verification: Default::default(),
                 },
@@ -196,7 +200,9 @@ async fn callback(
             let start = SessionStart {
                 user: &identity.user,
                 methods: methods.clone(),
-                mfa_at: identity.mfa.then_some(now),
+                // When the provider says the factor was proved, so a
+                // provider's long single-sign-on session is not "fresh".
+                mfa_at: identity.mfa.then_some(identity.authenticated_at),
                 source_ip: info.client.ip().to_string(),
                 user_agent: parts
                     .headers
@@ -252,6 +258,21 @@ async fn callback(
             locked_until: None,
         },
     );
+    if let Ok(identity) = &outcome {
+        if identity.created {
+            let made = citadel_core::SecurityEvent::change(
+                "users.create",
+                "gateway",
+                serde_json::json!({"type": "User", "uid": identity.user.id, "provider": name}),
+            )
+            .actor_named("system", "citadel", "system")
+            .request_id(&info.id)
+            .build();
+            if let Err(refusal) = record_decision(&state.sink, made).await {
+                return error_response(&refusal, Some(&info.id));
+            }
+        }
+    }
     event.body["auth_protocol"] = serde_json::json!("OpenID Connect");
     event.body["unmapped"]["provider"] = serde_json::json!(name);
     tracing::info!(request_id = %info.id, provider = name, reason, "OIDC sign-in");

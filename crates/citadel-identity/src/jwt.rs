@@ -467,10 +467,13 @@ impl Issuer {
         if let Some(k) = self.keys.load().get(kid) {
             return Ok(k.clone());
         }
-        let due = self
-            .last_fetch
-            .lock()
-            .is_none_or(|t| t.elapsed() >= self.config.min_refetch_interval);
+        // With no keys at all (the first fetch is in flight or failed), a
+        // fetch is always due; it waits for one in flight to finish.
+        let due = self.keys.load().is_empty()
+            || self
+                .last_fetch
+                .lock()
+                .is_none_or(|t| t.elapsed() >= self.config.min_refetch_interval);
         if due {
             if let Err(e) = self.fetch().await {
                 tracing::warn!(issuer = %self.config.name, error = %e, "JWKS refetch failed");

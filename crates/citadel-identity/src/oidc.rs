@@ -157,8 +157,13 @@ impl OidcFailure {
 pub struct OidcIdentity {
     /// The Citadel user (made on first sign-in).
     pub user: UserRecord,
+    /// Whether the user was made by this sign-in.
+    pub created: bool,
     /// Whether the provider says a second factor was used (`amr`).
     pub mfa: bool,
+    /// When the provider says the person authenticated (`auth_time`, else
+    /// the ID token's `iat`), Unix ms.
+    pub authenticated_at: i64,
     /// Where to send the browser.
     pub after_login: String,
 }
@@ -345,17 +350,31 @@ impl OidcLogins {
             .id_token()
             .ok_or_else(|| OidcFailure::Invalid("no ID token in the token response".into()))?;
         // Asymmetric algorithms only (never HMAC with the client secret, never none).
-        let verifier = client.id_token_verifier().set_allowed_algs([
+        let allowed = [
             CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
             CoreJwsSigningAlgorithm::RsaSsaPssSha256,
             CoreJwsSigningAlgorithm::EcdsaP256Sha256,
             CoreJwsSigningAlgorithm::EcdsaP384Sha384,
             CoreJwsSigningAlgorithm::EdDsa,
-        ]);
-        let verified = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce))
-            .map_err(|e| OidcFailure::Invalid(e.to_string()))?;
-        let subject = verified.subject().as_str().to_owned();
+        ];
+        let nonce = Nonce::new(pending.nonce);
+        let verifier = client.id_token_verifier().set_allowed_algs(allowed.clone());
+        let subject = match id_token.claims(&verifier, &nonce) {
+            Ok(claims) => claims.subject().as_str().to_owned(),
+            Err(first) => {
+                // The provider may have rotated its signing key since its
+                // keys were fetched: fetch them once more and check again.
+                *provider.metadata.write().await = None;
+                let fresh = self.client(provider).await?;
+                let verifier = fresh.id_token_verifier().set_allowed_algs(allowed);
+                id_token
+                    .claims(&verifier, &nonce)
+                    .map_err(|_| OidcFailure::Invalid(first.to_string()))?
+                    .subject()
+                    .as_str()
+                    .to_owned()
+            }
+        };
         // The signature, issuer, audience, expiry and nonce are verified;
         // the other claims are read from the same (verified) payload.
         let raw = id_token.to_string();
@@ -382,16 +401,22 @@ impl OidcLogins {
             .as_str()
             .unwrap_or(&subject)
             .to_owned();
-        let user = self
+        let (user, created) = self
             .user_for(name, &subject, &wanted_name, roles)
             .await
             .map_err(unavailable)?;
         if user.disabled {
             return Err(OidcFailure::UserDisabled);
         }
+        let authenticated_at = claims["auth_time"]
+            .as_i64()
+            .or_else(|| claims["iat"].as_i64())
+            .map_or(now, |t| t.saturating_mul(1000).min(now));
         Ok(OidcIdentity {
             user,
+            created,
             mfa,
+            authenticated_at,
             after_login: provider.config.after_login.clone(),
         })
     }
@@ -403,13 +428,17 @@ impl OidcLogins {
         subject: &str,
         wanted: &str,
         roles: Vec<String>,
-    ) -> Result<UserRecord, StoreError> {
+    ) -> Result<(UserRecord, bool), StoreError> {
         if let Some(id) = self.store.linked_user(provider, subject).await? {
             let user = self.store.find_user(&id).await?;
+            // A disabled user is refused as they are; nothing changes.
+            if user.disabled {
+                return Ok((user, false));
+            }
             if user.roles != roles {
                 self.store.set_user_roles(&user.id, &roles).await?;
             }
-            return Ok(UserRecord { roles, ..user });
+            return Ok((UserRecord { roles, ..user }, false));
         }
         let base: String = wanted
             .chars()
@@ -445,7 +474,7 @@ impl OidcLogins {
                 .create_linked_user(&user, provider, subject)
                 .await
             {
-                Ok(()) => return Ok(user),
+                Ok(()) => return Ok((user, true)),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             }

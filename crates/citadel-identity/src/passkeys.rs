@@ -16,7 +16,7 @@ use webauthn_rs::prelude::{
 };
 pub use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use citadel_store::{PasskeyRecord, Store, UserRecord};
+use citadel_store::{PasskeyRecord, Store, StoreError, UserRecord};
 use serde::Deserialize;
 
 /// `[identity.webauthn]`: the relying party passkeys are bound to.
@@ -145,11 +145,21 @@ fn user_handle(user_id: &str) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
+/// A credential id as text (base64url), however webauthn-rs serializes it
+/// (a string, or an array of bytes). Never empty for a real credential.
 fn id_text(id: &impl serde::Serialize) -> String {
-    serde_json::to_value(id)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    use base64::Engine;
+    match serde_json::to_value(id) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Array(items)) => {
+            let bytes: Vec<u8> = items
+                .iter()
+                .filter_map(|v| v.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect();
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+        _ => String::new(),
+    }
 }
 
 impl Passkeys {
@@ -233,8 +243,12 @@ impl Passkeys {
             Ok(k) => k,
             Err(e) => return Ok(Err(failure_of(e))),
         };
+        let credential_id = id_text(passkey.cred_id());
+        if credential_id.is_empty() {
+            return Ok(Err(PasskeyFailure::Invalid("the credential has no id".into())));
+        }
         let record = PasskeyRecord {
-            credential_id: id_text(passkey.cred_id()),
+            credential_id,
             user_id: user_id.to_owned(),
             name: name.chars().take(64).collect(),
             passkey: serde_json::to_string(&passkey)
@@ -242,8 +256,13 @@ impl Passkeys {
             created_at: now,
             last_used_at: None,
         };
-        self.store.insert_passkey(&record).await?;
-        Ok(Ok(record))
+        match self.store.insert_passkey(&record).await {
+            Ok(()) => Ok(Ok(record)),
+            Err(StoreError::Conflict(_)) => Ok(Err(PasskeyFailure::Invalid(
+                "this passkey is already registered".into(),
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Starts a passkey sign-in for `user`: the options for

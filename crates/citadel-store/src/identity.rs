@@ -621,6 +621,22 @@ impl Store {
             .collect()
     }
 
+    /// Removes one of a user's passkeys; whether it existed.
+    pub async fn delete_passkey(&self, user_id: &str, credential_id: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let n = sqlx::query(
+            "DELETE FROM webauthn_credentials WHERE user_id = $1 AND credential_id = $2",
+        )
+        .bind(user_id)
+        .bind(credential_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     /// Saves a passkey's new state (its counter) after a use.
     pub async fn update_passkey(&self, credential_id: &str, passkey: &str, at: i64) -> Result<()> {
         sqlx::query(

@@ -115,6 +115,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM external_identities WHERE user_id = $1")
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
         // A risk score's reason is free text that may name the person.
         sqlx::query("DELETE FROM risk_scores WHERE principal_id = $1")
             .bind(&user.id)

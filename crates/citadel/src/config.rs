@@ -161,6 +161,19 @@ impl Config {
         let mut config = Self::parse(&text, &file)?;
         if let Some(dir) = path.parent() {
             citadel_identity::password::resolve_deny_lists(&mut config.identity.password, dir);
+            // Paths in the config are relative to the config file.
+            for issuer in &mut config.identity.jwt {
+                if let Some(ca) = &mut issuer.jwks_ca {
+                    if ca.is_relative() {
+                        *ca = dir.join(&*ca);
+                    }
+                }
+            }
+            if let Some(db) = &mut config.identity.verify.geoip_db {
+                if db.is_relative() {
+                    *db = dir.join(&*db);
+                }
+            }
         }
         Ok(config)
     }

@@ -30,6 +30,24 @@ pub enum MfaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A user's passkeys (WebAuthn credentials).
+    Passkeys {
+        /// Name or id.
+        name: String,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one of a user's passkeys (a lost or replaced authenticator).
+    RemovePasskey {
+        /// Name or id.
+        name: String,
+        /// The credential id (from `citadel user mfa passkeys`).
+        credential_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Which second factors a user has.
     Status {
         /// Name or id.
@@ -199,17 +217,67 @@ pub async fn run_mfa(
                 Ok(())
             }
         }
+        MfaCommand::Passkeys { name, json } => {
+            let user = store.find_user(&name).await?;
+            let keys = store.passkeys_of(&user.id).await?;
+            if json {
+                for k in &keys {
+                    print_json(k)?;
+                }
+                return Ok(());
+            }
+            println!(
+                "{:<48} {:<20} {:<25} LAST USED",
+                "CREDENTIAL ID", "NAME", "CREATED"
+            );
+            for k in &keys {
+                println!(
+                    "{:<48} {:<20} {:<25} {}",
+                    k.credential_id,
+                    k.name,
+                    clock::rfc3339(k.created_at),
+                    k.last_used_at
+                        .map(clock::rfc3339)
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(())
+        }
+        MfaCommand::RemovePasskey {
+            name,
+            credential_id,
+            json,
+        } => {
+            let user = store.find_user(&name).await?;
+            if !store.delete_passkey(&user.id, &credential_id).await? {
+                bail!(
+                    "{} has no passkey {credential_id}; list them with `citadel user mfa passkeys {}`",
+                    user.name,
+                    user.name
+                );
+            }
+            record_event_and_print(
+                store,
+                "users.mfa_remove",
+                serde_json::json!({"type": "User", "uid": user.id, "factor": "passkey", "credential_id": credential_id}),
+                &serde_json::json!({"user": user.name, "removed": true}),
+                json,
+                &format!("removed passkey {credential_id} of {}", user.name),
+            )
+            .await
+        }
         MfaCommand::Status { name, json } => {
             let user = store.find_user(&name).await?;
             let totp = factors.has_totp(&user.id).await?;
             let recovery = factors.recovery_codes_left(&user.id).await?;
+            let passkeys = store.passkeys_of(&user.id).await?.len();
             if json {
                 print_json(
-                    &serde_json::json!({"user": user.name, "totp": totp, "recovery_codes_left": recovery}),
+                    &serde_json::json!({"user": user.name, "totp": totp, "recovery_codes_left": recovery, "passkeys": passkeys}),
                 )
             } else {
                 println!(
-                    "{}: TOTP {}, {recovery} recovery code(s) left",
+                    "{}: TOTP {}, {passkeys} passkey(s), {recovery} recovery code(s) left",
                     user.name,
                     if totp { "enrolled" } else { "not enrolled" }
                 );

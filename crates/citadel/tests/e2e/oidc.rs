@@ -255,11 +255,16 @@ async fn a_person_signs_in_through_the_provider_with_pkce_and_a_state_bound_to_t
     let session = cookie_pair(&cookies, "__Host-citadel_session");
     let csrf = cookie_pair(&cookies, "__Host-citadel_csrf");
     let events = c.events_for(&id).await;
-    assert_eq!(events[0].body["auth_protocol"], "OpenID Connect");
+    let signed_in = events.iter().find(|e| e.body["class_uid"] == 3002).unwrap();
+    assert_eq!(signed_in.body["auth_protocol"], "OpenID Connect");
     assert_eq!(
-        events[0].body["is_mfa"], true,
+        signed_in.body["is_mfa"], true,
         "the provider's amr says otp"
     );
+    // The first sign-in made the linked user, on record.
+    assert!(events
+        .iter()
+        .any(|e| e.body["api"]["operation"] == "users.create"));
     let who: Value = browser
         .get(format!("{}/auth/session", c.gateway))
         .header("cookie", &session)

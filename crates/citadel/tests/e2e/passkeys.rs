@@ -191,5 +191,35 @@ async fn a_passkey_registered_in_a_session_signs_in_alone_and_clones_and_other_o
     );
     let risk = c.admin_get("/api/v1/risk?principal=alice").await;
     assert!(risk["risk_score"].as_i64().unwrap() >= 50, "{risk}");
+
+    // An operator lists and removes the (possibly cloned) passkey; it no
+    // longer signs anyone in.
+    let status = c.admin_get("/api/v1/users/alice/mfa").await;
+    let keys = status["passkeys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{status}");
+    assert!(
+        keys[0].get("passkey").is_none(),
+        "the key material is not listed"
+    );
+    let id = keys[0]["credential_id"].as_str().unwrap().to_owned();
+    let r = c
+        .client
+        .delete(format!("{}/api/v1/users/alice/mfa/passkeys/{id}", c.admin))
+        .bearer_auth(&c.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{id}: {}", r.text().await.unwrap());
+    let (status, code, _) = code_of(
+        post(
+            &c,
+            "/auth/webauthn/login/start",
+            json!({"username": "alice"}),
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
     c.stop().await;
 }
