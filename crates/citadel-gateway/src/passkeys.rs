@@ -312,7 +312,7 @@ async fn login_finish(
     let failure = failure.or_else(|| {
         let (u, p) = (user.as_ref()?, principal.as_ref()?);
         if u.disabled {
-            return Some(PasskeyFailure::Invalid("user disabled".into()));
+            return Some(PasskeyFailure::UserDisabled);
         }
         let allowed = state
             .policy
@@ -332,7 +332,7 @@ async fn login_finish(
                 },
             )
             .allowed;
-        (!allowed).then(|| PasskeyFailure::Invalid("policy does not let this user sign in".into()))
+        (!allowed).then_some(PasskeyFailure::PolicyDenied)
     });
     let session = match (&failure, &user) {
         (None, Some(u)) => {
@@ -361,7 +361,7 @@ async fn login_finish(
                 &info.id,
             )
             .await;
-        } else {
+        } else if f.is_wrong_credential() {
             let _ = state
                 .signin
                 .throttle
@@ -421,6 +421,12 @@ async fn login_finish(
             });
             session_response(&state, &s, &p)
         }
+        _ if failure == Some(PasskeyFailure::PolicyDenied) => refuse(
+            &trail,
+            &info,
+            ErrorCode::Forbidden,
+            "you may not sign in here",
+        ),
         _ => refuse(
             &trail,
             &info,

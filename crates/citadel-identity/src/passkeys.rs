@@ -87,6 +87,10 @@ pub enum PasskeyFailure {
     UnknownCredential,
     /// Anything else the verification refused (signature, challenge, flags).
     Invalid(String),
+    /// The passkey holds, but its owner is disabled.
+    UserDisabled,
+    /// The passkey holds, but policy does not let its owner sign in.
+    PolicyDenied,
 }
 
 impl PasskeyFailure {
@@ -99,7 +103,15 @@ impl PasskeyFailure {
             Self::ClonedAuthenticator => "cloned_authenticator",
             Self::UnknownCredential => "unknown_credential",
             Self::Invalid(_) => "invalid_webauthn_response",
+            Self::UserDisabled => "user_disabled",
+            Self::PolicyDenied => "policy_denied",
         }
+    }
+
+    /// Whether the failure is a wrong credential (counted by the sign-in
+    /// throttle), not a refusal of someone who proved who they are.
+    pub fn is_wrong_credential(&self) -> bool {
+        !matches!(self, Self::UserDisabled | Self::PolicyDenied)
     }
 }
 
@@ -245,7 +257,9 @@ impl Passkeys {
         };
         let credential_id = id_text(passkey.cred_id());
         if credential_id.is_empty() {
-            return Ok(Err(PasskeyFailure::Invalid("the credential has no id".into())));
+            return Ok(Err(PasskeyFailure::Invalid(
+                "the credential has no id".into(),
+            )));
         }
         let record = PasskeyRecord {
             credential_id,
