@@ -152,6 +152,23 @@ async fn callback(
         let code = query.get("code").map(String::as_str).unwrap_or("");
         state.signin.oidc.finish(name, code, query_state, now).await
     };
+    // A first sign-in made a user: on record whether or not policy now
+    // lets them in.
+    if let Ok(identity) = &outcome {
+        if identity.created {
+            let made = citadel_core::SecurityEvent::change(
+                "users.create",
+                "gateway",
+                serde_json::json!({"type": "User", "uid": identity.user.id, "provider": name}),
+            )
+            .actor_named("system", "citadel", "system")
+            .request_id(&info.id)
+            .build();
+            if let Err(refusal) = record_decision(&state.sink, made).await {
+                return error_response(&refusal, Some(&info.id));
+            }
+        }
+    }
     let outcome = outcome.and_then(|identity| {
         let principal = Principal {
             id: identity.user.id.clone(),
@@ -197,6 +214,15 @@ async fn callback(
     }
     let session = match &outcome {
         Ok(identity) => {
+            if let Err(e) = state.signin.oidc.apply_roles(&identity.user).await {
+                tracing::error!(error = %e, "roles from the provider could not be stored");
+                return refuse(
+                    &trail,
+                    &info,
+                    ErrorCode::Internal,
+                    "sign-in failed; try again",
+                );
+            }
             let start = SessionStart {
                 user: &identity.user,
                 methods: methods.clone(),
@@ -258,21 +284,6 @@ async fn callback(
             locked_until: None,
         },
     );
-    if let Ok(identity) = &outcome {
-        if identity.created {
-            let made = citadel_core::SecurityEvent::change(
-                "users.create",
-                "gateway",
-                serde_json::json!({"type": "User", "uid": identity.user.id, "provider": name}),
-            )
-            .actor_named("system", "citadel", "system")
-            .request_id(&info.id)
-            .build();
-            if let Err(refusal) = record_decision(&state.sink, made).await {
-                return error_response(&refusal, Some(&info.id));
-            }
-        }
-    }
     event.body["auth_protocol"] = serde_json::json!("OpenID Connect");
     event.body["unmapped"]["provider"] = serde_json::json!(name);
     tracing::info!(request_id = %info.id, provider = name, reason, "OIDC sign-in");

@@ -421,7 +421,18 @@ impl OidcLogins {
         })
     }
 
-    /// The linked user (roles brought up to date), or a new one.
+    /// Stores the roles a sign-in brought, once policy let the person in
+    /// (a refused sign-in changes nothing).
+    pub async fn apply_roles(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let stored = self.store.find_user(&user.id).await?;
+        if stored.roles != user.roles {
+            self.store.set_user_roles(&user.id, &user.roles).await?;
+        }
+        Ok(())
+    }
+
+    /// The linked user (with the roles the provider gives now, not yet
+    /// stored), or a new one.
     async fn user_for(
         &self,
         provider: &str,
@@ -435,9 +446,8 @@ impl OidcLogins {
             if user.disabled {
                 return Ok((user, false));
             }
-            if user.roles != roles {
-                self.store.set_user_roles(&user.id, &roles).await?;
-            }
+            // The provider's current groups; stored only once policy lets
+            // the person in (see `OidcLogins::apply_roles`).
             return Ok((UserRecord { roles, ..user }, false));
         }
         let base: String = wanted
