@@ -240,7 +240,14 @@ async fn authenticate(
     let mut device = None;
     if let Some(cert) = info.client_cert.clone() {
         use citadel_identity::machines::Machine;
-        let identified = cert.validity.map_err(|p| p.as_str()).and_then(|()| {
+        // The chain was judged when the connection opened; a connection
+        // that outlives its certificate does not outlive its expiry.
+        let still_current = if now_ms() >= cert.facts.not_after {
+            Err(citadel_crypto::CertProblem::Expired)
+        } else {
+            cert.validity
+        };
+        let identified = still_current.map_err(|p| p.as_str()).and_then(|()| {
             state
                 .machines
                 .identify(&cert.facts.fingerprint, &cert.facts.uris, now_ms())

@@ -190,6 +190,8 @@ impl std::fmt::Debug for OidcLogins {
 }
 
 const LOGIN_MS: i64 = 5 * 60 * 1000;
+/// Sign-ins in progress at most (all providers).
+const MAX_PENDING_LOGINS: i64 = 10_000;
 
 #[derive(serde::Serialize, Deserialize)]
 struct Pending {
@@ -289,6 +291,18 @@ impl OidcLogins {
             .providers
             .get(name)
             .ok_or(OidcFailure::UnknownProvider)?;
+        // Anyone can start a sign-in, and each start is a row until it
+        // expires (5 minutes): past a bound, new starts wait.
+        let pending = self
+            .store
+            .pending_ceremonies("oidc", now)
+            .await
+            .map_err(unavailable)?;
+        if pending >= MAX_PENDING_LOGINS {
+            return Err(OidcFailure::Unavailable(
+                "too many sign-ins in progress".into(),
+            ));
+        }
         let client = self.client(provider).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client

@@ -672,6 +672,20 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes expired ceremonies and says how many of `kind` are pending.
+    pub async fn pending_ceremonies(&self, kind: &str, now: i64) -> Result<i64> {
+        sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at < $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM webauthn_ceremonies WHERE kind = $1")
+                .bind(kind)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
     /// Takes a ceremony (it can be finished once): `(user_id, state)` if it
     /// exists, is of `kind` and has not expired.
     pub async fn take_ceremony(

@@ -345,6 +345,23 @@ async fn workloads_authenticate_by_spiffe_certificate_and_bad_certificates_are_r
         assert_eq!(events[0].body["status_detail"], reason);
     }
 
+    // A connection does not outlive its certificate: the same (kept-alive)
+    // connection is refused once the certificate has expired.
+    let (short, _) = ca
+        .issue_workload_cert(spiffe, Duration::from_secs(2))
+        .unwrap();
+    let brief = client_with(&c, &short.chain_pem, &short.key_pem);
+    assert_eq!(chat(&brief, &c, "m1", &[]).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = chat(&brief, &c, "m1", &[]).await;
+    let id = request_id(&r);
+    let (status, code, _) = code_of(r).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_client_certificate"));
+    assert_eq!(
+        c.events_for(&id).await[0].body["status_detail"],
+        "expired_certificate"
+    );
+
     // Revoking the workload ends its access on the next request.
     let r = c
         .admin_post("/api/v1/workloads/revoke", json!({"spiffe_id": spiffe}))
