@@ -406,8 +406,12 @@ impl PolicyEngine {
             Ok(d) => {
                 let mut decisions = self.decisions.lock();
                 // Long paths (http routes) are evaluated but not remembered, so
-                // clients cannot fill the cache with large keys.
-                if key.path.len() <= MAX_CACHED_PATH && Arc::ptr_eq(&active, &self.active.load()) {
+                // clients cannot fill the cache with large keys. Neither are
+                // decisions that depend on a second factor's age, which
+                // changes every second: remembering them would only churn
+                // the cache for everyone.
+                let cacheable = key.path.len() <= MAX_CACHED_PATH && !facts.mfa;
+                if cacheable && Arc::ptr_eq(&active, &self.active.load()) {
                     if decisions.len() >= DECISION_CACHE_MAX {
                         decisions.clear();
                     }
