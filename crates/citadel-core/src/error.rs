@@ -211,7 +211,7 @@ impl ApiError {
         let mut e = Self::new(
             ErrorCode::StepUpRequired,
             format!(
-                "this request needs a stronger authentication ({clean}{}); browsers: POST /auth/step-up with a TOTP code, then retry",
+                "this request needs a stronger authentication ({clean}{}); browsers: POST /auth/step-up with a TOTP code or a passkey, then retry",
                 max_age.map(|a| format!(" within the last {a} s")).unwrap_or_default()
             ),
         );

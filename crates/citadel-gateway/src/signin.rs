@@ -9,7 +9,7 @@
 //! - `POST /auth/logout` `{"everywhere"?: bool}` → ends this session (or
 //!   all of the person's sessions) and deletes the cookie.
 //! - `GET /auth/session` → who the session is, how it was proved, when it ends.
-//! - `POST /auth/step-up` `{"totp" | "recovery_code"}` → proves a second
+//! - `POST /auth/step-up` `{"totp" | "recovery_code" | "webauthn"}` → proves a second
 //!   factor again: the session is replaced by a new one (new cookie, new
 //!   CSRF token) marked with the time of the proof.
 //!
@@ -579,6 +579,17 @@ struct StepUpBody {
     totp: Option<Zeroizing<String>>,
     #[serde(default)]
     recovery_code: Option<Zeroizing<String>>,
+    /// A passkey assertion for a ceremony started with
+    /// `POST /auth/webauthn/login/start` for the session's own user.
+    #[serde(default)]
+    webauthn: Option<StepUpPasskey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepUpPasskey {
+    ceremony: String,
+    credential: citadel_identity::passkeys::PublicKeyCredential,
 }
 
 async fn step_up(
@@ -632,21 +643,42 @@ async fn step_up(
     }
     let factors = &state.signin.factors;
     let user_id = &session.principal.id;
-    let checked = match (&body.totp, &body.recovery_code) {
-        (Some(code), None) => factors
+    let checked = match (&body.totp, &body.recovery_code, &body.webauthn) {
+        (Some(code), None, None) => factors
             .check_totp(user_id, code, now)
             .await
             .map(|c| ("otp", c)),
-        (None, Some(code)) => factors
+        (None, Some(code), None) => factors
             .check_recovery_code(user_id, code, now)
             .await
             .map(|c| ("recovery", c)),
+        (None, None, Some(passkey)) => {
+            match state
+                .signin
+                .passkeys
+                .finish_authentication(&passkey.ceremony, &passkey.credential, now)
+                .await
+            {
+                // The passkey must be the session's own person's.
+                Ok(Ok((owner, _))) if &owner == user_id => Ok(("webauthn", FactorCheck::Accepted)),
+                Ok(_) => Ok(("webauthn", FactorCheck::Wrong)),
+                Err(e) => {
+                    tracing::error!(error = %e, "passkey step-up failed");
+                    return refuse(
+                        trail,
+                        info,
+                        ErrorCode::Internal,
+                        "step-up failed; try again",
+                    );
+                }
+            }
+        }
         _ => {
             return refuse(
                 trail,
                 info,
                 ErrorCode::InvalidJson,
-                "send exactly one of `totp` or `recovery_code`",
+                "send exactly one of `totp`, `recovery_code` or `webauthn`",
             )
         }
     };

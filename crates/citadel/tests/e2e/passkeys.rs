@@ -119,6 +119,26 @@ async fn a_passkey_registered_in_a_session_signs_in_alone_and_clones_and_other_o
     let (status, code, _) =
         code_of(post(&c, "/auth/webauthn/register/start", json!({}), &session).await).await;
     assert_eq!((status, code.as_str()), (401, "step_up_required"));
+    // The password session steps up with the passkey: a new cookie, fresh.
+    let r = post(
+        &c,
+        "/auth/webauthn/login/start",
+        json!({"username": "alice"}),
+        &[],
+    )
+    .await;
+    let started: Value = r.json().await.unwrap();
+    let options: RequestChallengeResponse =
+        serde_json::from_value(started["options"].clone()).unwrap();
+    let assertion = soft.do_authentication(origin.clone(), options).unwrap();
+    let r = post(
+        &c,
+        "/auth/step-up",
+        json!({"webauthn": {"ceremony": started["ceremony"], "credential": assertion}}),
+        &session,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let (login_again, _, _) = login_with_passkey(&c, &mut soft, &origin).await;
     let fresh_cookie = login_again.headers()["set-cookie"]
         .to_str()
