@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -162,16 +163,22 @@ impl Passwords {
             })?;
             read_deny_list(&text, &mut deny);
         }
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let mut decoy_password = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut decoy_password);
-        let decoy = argon
-            .hash_password(
-                &decoy_password,
-                &SaltString::generate(&mut rand::rngs::OsRng),
-            )
-            .map_err(|e| format!("identity.password.argon2_*: {e}"))?
-            .to_string();
+        // The decoy is a well-formed hash with the configured parameters, a
+        // random salt and a random output: checking a password against it
+        // costs what a real check costs and never matches. It is made
+        // without hashing, so starting does not spend (or keep) the
+        // memory of an Argon2 run.
+        let mut output = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut output);
+        let decoy = format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost(),
+            SaltString::generate(&mut rand::rngs::OsRng).as_str(),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(output)
+        );
+        PasswordHash::new(&decoy).map_err(|e| format!("identity.password: decoy hash: {e}"))?;
         Ok(Self {
             permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_hashes)),
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
