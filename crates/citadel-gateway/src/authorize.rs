@@ -86,12 +86,16 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         "gateway",
     );
     // What verification found is part of the story of the decision.
-    let mut unmapped = serde_json::json!({
-        "verification": verified,
-        "auth_method": trail.auth_method(),
-        "device_trust": trail.device_trust(),
-        "device_id": trail.snapshot().device_id,
-    });
+    // Only what says something is written: most requests carry no finding,
+    // and every byte here is stored for each decision.
+    let mut unmapped = serde_json::json!({"auth_method": trail.auth_method()});
+    if verified != crate::context::Verified::default() {
+        unmapped["verification"] = serde_json::json!(verified);
+    }
+    if let Some(device) = trail.device_id() {
+        unmapped["device_id"] = serde_json::json!(device);
+        unmapped["device_trust"] = serde_json::json!(trail.device_trust());
+    }
     if !decision.errors.is_empty() {
         unmapped["policy_errors"] = serde_json::json!(decision.errors);
     }

@@ -108,6 +108,11 @@ impl Trail {
         self.0.lock().mfa_at.is_some()
     }
 
+    /// The client device's id, if it presented a device certificate.
+    pub fn device_id(&self) -> Option<String> {
+        self.0.lock().device_id.clone()
+    }
+
     /// What continuous verification found.
     pub fn verified(&self) -> Verified {
         self.0.lock().verified.clone()
