@@ -629,7 +629,7 @@ async fn run_user(store: &Store, data: &DataDir, config: &Config, cmd: UserComma
             // refused password leaves no half-made user behind.
             let password = if password_stdin {
                 let password = crate::user_cli::password_from_stdin()?;
-                let signin = data.sign_in(store, config).await?;
+                let signin = data.sign_in_for_cli(store, config).await?;
                 signin
                     .passwords
                     .check_policy(&name, &password)

@@ -83,6 +83,20 @@ impl DataDir {
         Ok(std::sync::Arc::new(key))
     }
 
+    /// Sign-in (passwords, factors, sessions, throttle) for a CLI command,
+    /// which needs none of the identity providers (so a provider's client
+    /// secret need not be in the operator's environment).
+    pub async fn sign_in_for_cli(
+        &self,
+        store: &Store,
+        config: &Config,
+    ) -> Result<std::sync::Arc<citadel_identity::SignIn>> {
+        let mut config = config.clone();
+        config.identity.oidc.clear();
+        config.identity.jwt.clear();
+        self.sign_in(store, &config).await
+    }
+
     /// Sign-in (passwords, factors, sessions, throttle) as configured.
     pub async fn sign_in(
         &self,

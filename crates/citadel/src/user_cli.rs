@@ -108,7 +108,7 @@ pub async fn set_password(
     json: bool,
 ) -> Result<()> {
     let password = password_from_stdin()?;
-    let signin = data.sign_in(store, config).await?;
+    let signin = data.sign_in_for_cli(store, config).await?;
     let (user, ended) = citadel_identity::set_password(store, &signin.passwords, name, password)
         .await
         .map_err(|e| match e {
@@ -135,7 +135,7 @@ pub async fn run_mfa(
     config: &Config,
     cmd: MfaCommand,
 ) -> Result<()> {
-    let signin = data.sign_in(store, config).await?;
+    let signin = data.sign_in_for_cli(store, config).await?;
     let factors = &signin.factors;
     match cmd {
         MfaCommand::Totp(TotpCommand::Enroll { name, json, qr_svg }) => {
@@ -350,7 +350,7 @@ pub async fn unlock(
     json: bool,
 ) -> Result<()> {
     let user = store.find_user(name).await?;
-    let signin = data.sign_in(store, config).await?;
+    let signin = data.sign_in_for_cli(store, config).await?;
     let cleared = signin.throttle.unlock_account(&user.name).await?;
     record_event_and_print(
         store,

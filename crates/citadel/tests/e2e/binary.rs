@@ -518,3 +518,45 @@ fn device_enroll_token_and_workload_issue_through_the_binary() {
         "a 24 h certificate is due within 48 h"
     );
 }
+
+/// Credential commands need no identity provider's secret: an operator
+/// without the OIDC client secret in their environment can still reset a
+/// password.
+#[test]
+fn credential_commands_run_without_identity_provider_secrets() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("citadel.toml"),
+        "[[identity.oidc]]\nname = \"corp\"\nissuer = \"https://idp.example\"\nclient_id = \"citadel\"\nclient_secret_env = \"CITADEL_TEST_UNSET_SECRET\"\nredirect_url = \"https://localhost:8443/auth/oidc/corp/callback\"\n",
+    )
+    .unwrap();
+    let mut child = citadel(data.path())
+        .env_remove("CITADEL_TEST_UNSET_SECRET")
+        .args([
+            "user",
+            "create",
+            "--name",
+            "dana",
+            "--role",
+            "developer",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long and fine passphrase\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
