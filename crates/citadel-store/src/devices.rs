@@ -224,16 +224,15 @@ impl Store {
 
     /// Revokes a device; whether it was active.
     pub async fn revoke_device(&self, id: &str, at: i64) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        let n =
-            sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        let n = self
+            .change_enforcement(
+                sqlx::query(
+                    "UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
                 .bind(at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+                .bind(id),
+            )
+            .await?;
         if n == 0 {
             // Distinguish "no such device" from "already revoked".
             self.get_device(id).await?;
@@ -320,17 +319,12 @@ impl Store {
 
     /// Revokes a workload: its certificates stop working.
     pub async fn revoke_workload(&self, spiffe_id: &str, at: i64) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        let n = sqlx::query(
+        let query = sqlx::query(
             "UPDATE workloads SET revoked_at = $1 WHERE spiffe_id = $2 AND revoked_at IS NULL",
         )
         .bind(at)
-        .bind(spiffe_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+        .bind(spiffe_id);
+        let n = self.change_enforcement(query).await?;
         Ok(n > 0)
     }
 }
@@ -368,19 +362,17 @@ impl Store {
 
     /// Sets a principal's risk score.
     pub async fn set_risk(&self, record: &RiskRecord) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO risk_scores (principal_id, score, updated_at, reason) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (principal_id) DO UPDATE SET score = $2, updated_at = $3, reason = $4",
+        self.change_enforcement(
+            sqlx::query(
+                "INSERT INTO risk_scores (principal_id, score, updated_at, reason) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (principal_id) DO UPDATE SET score = $2, updated_at = $3, reason = $4",
+            )
+            .bind(&record.principal_id)
+            .bind(record.score)
+            .bind(record.updated_at)
+            .bind(&record.reason),
         )
-        .bind(&record.principal_id)
-        .bind(record.score)
-        .bind(record.updated_at)
-        .bind(&record.reason)
-        .execute(&mut *tx)
         .await?;
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
         Ok(())
     }
 }

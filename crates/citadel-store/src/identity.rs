@@ -241,14 +241,11 @@ impl Store {
 
     /// Removes a user's TOTP authenticator; whether there was one.
     pub async fn delete_totp(&self, user_id: &str) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        let n = sqlx::query("DELETE FROM totp_authenticators WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+        let n = self
+            .change_enforcement(
+                sqlx::query("DELETE FROM totp_authenticators WHERE user_id = $1").bind(user_id),
+            )
+            .await?;
         Ok(n > 0)
     }
 
@@ -420,19 +417,17 @@ impl Store {
 
     /// Ends one session; whether it was live.
     pub async fn revoke_session(&self, id: &str, reason: &str, at: i64) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        let n = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+        let n = self
+            .change_enforcement(
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE id = $3 AND revoked_at IS NULL",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+                )
+                .bind(at)
+                .bind(reason)
+                .bind(id),
+            )
+            .await?;
         Ok(n > 0)
     }
 
@@ -623,17 +618,15 @@ impl Store {
 
     /// Removes one of a user's passkeys; whether it existed.
     pub async fn delete_passkey(&self, user_id: &str, credential_id: &str) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        let n = sqlx::query(
-            "DELETE FROM webauthn_credentials WHERE user_id = $1 AND credential_id = $2",
-        )
-        .bind(user_id)
-        .bind(credential_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+        let n = self
+            .change_enforcement(
+                sqlx::query(
+                    "DELETE FROM webauthn_credentials WHERE user_id = $1 AND credential_id = $2",
+                )
+                .bind(user_id)
+                .bind(credential_id),
+            )
+            .await?;
         Ok(n > 0)
     }
 

@@ -140,6 +140,22 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Runs one change to enforcement state and moves the enforcement
+    /// version in the same transaction, so every replica notices it;
+    /// returns the rows the change touched.
+    pub(crate) async fn change_enforcement<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let n = query.execute(&mut *tx).await?.rows_affected();
+        bump_enforcement_version(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
 pub(crate) async fn bump_enforcement_version<'c, E>(executor: E) -> Result<()>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,

@@ -146,14 +146,12 @@ impl Store {
     /// Disables or re-enables a user.
     pub async fn set_user_disabled(&self, name_or_id: &str, disabled: bool) -> Result<UserRecord> {
         let user = self.find_user(name_or_id).await?;
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
-            .bind(disabled as i64)
-            .bind(&user.id)
-            .execute(&mut *tx)
-            .await?;
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+        self.change_enforcement(
+            sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+                .bind(disabled as i64)
+                .bind(&user.id),
+        )
+        .await?;
         Ok(UserRecord { disabled, ..user })
     }
 
@@ -204,14 +202,12 @@ impl Store {
 
     /// Replaces a user's roles (an external identity's groups changed).
     pub async fn set_user_roles(&self, user_id: &str, roles: &[String]) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
-            .bind(serde_json::to_string(roles).unwrap_or_default())
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        bump_enforcement_version(&mut *tx).await?;
-        tx.commit().await?;
+        self.change_enforcement(
+            sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
+                .bind(serde_json::to_string(roles).unwrap_or_default())
+                .bind(user_id),
+        )
+        .await?;
         Ok(())
     }
 
