@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use citadel_core::{clock::now_ms, ApiError, ErrorCode};
+use citadel_core::{clock::now_ms, ApiError, ErrorCode, SecurityEvent};
 use citadel_identity::{AuthFailure, KeyRegistry, LiveSession, VerifiedKey};
 
 use crate::config::RateLimit;
@@ -89,14 +89,26 @@ pub async fn refuse_authentication(
 ) -> GatewayResponse {
     let event = authentication_failed(view, reason, protocol, service, None);
     tracing::info!(request_id = %view.info.id, client = %view.info.client, reason, "authentication refused");
+    let refusal = ApiError::new(
+        ErrorCode::InvalidCredentials,
+        "missing or invalid credentials; send `Authorization: Bearer <API key>`, or sign in at POST /auth/login",
+    );
+    refuse_recorded(state, event, refusal, &view.info.id).await
+}
+
+/// Records the refusal's event, then answers with `refusal` (or with the
+/// recording's own error when the event cannot be kept: fail closed).
+async fn refuse_recorded(
+    state: &GatewayState,
+    event: SecurityEvent,
+    refusal: ApiError,
+    request_id: &str,
+) -> GatewayResponse {
     let refusal = match crate::events::record_decision(&state.sink, event).await {
-        Ok(()) => ApiError::new(
-            ErrorCode::InvalidCredentials,
-            "missing or invalid credentials; send `Authorization: Bearer <API key>`, or sign in at POST /auth/login",
-        ),
+        Ok(()) => refusal,
         Err(e) => e,
     };
-    error_response(&refusal, Some(&view.info.id))
+    error_response(&refusal, Some(request_id))
 }
 
 /// The header a browser session's changing requests carry its CSRF token in.
@@ -165,16 +177,11 @@ pub(crate) async fn session_of(
                 Some(&session.principal),
             );
             tracing::info!(request_id = %info.id, reason, "browser session request refused");
-            let refusal = match crate::events::record_decision(&state.sink, event).await {
-                Ok(()) => ApiError::new(
-                    ErrorCode::CsrfFailed,
-                    format!(
-                        "send the session's CSRF token (from sign-in) in the {CSRF_HEADER} header"
-                    ),
-                ),
-                Err(e) => e,
-            };
-            return Some(Err(error_response(&refusal, Some(&info.id))));
+            let refusal = ApiError::new(
+                ErrorCode::CsrfFailed,
+                format!("send the session's CSRF token (from sign-in) in the {CSRF_HEADER} header"),
+            );
+            return Some(Err(refuse_recorded(state, event, refusal, &info.id).await));
         }
     }
     Some(Ok(session))
@@ -267,14 +274,11 @@ async fn authenticate(
                 event.body["unmapped"] =
                     serde_json::json!({"certificate_sha256": cert.facts.fingerprint});
                 tracing::info!(request_id = %info.id, reason, "client certificate refused");
-                let refusal = match crate::events::record_decision(&state.sink, event).await {
-                    Ok(()) => ApiError::new(
-                        ErrorCode::InvalidClientCertificate,
-                        "the client certificate is not valid here (expired, not from this installation's CA, revoked, or unknown); enrol the device or re-issue the workload certificate",
-                    ),
-                    Err(e) => e,
-                };
-                return error_response(&refusal, Some(&info.id));
+                let refusal = ApiError::new(
+                    ErrorCode::InvalidClientCertificate,
+                    "the client certificate is not valid here (expired, not from this installation's CA, revoked, or unknown); enrol the device or re-issue the workload certificate",
+                );
+                return refuse_recorded(&state, event, refusal, &info.id).await;
             }
             Ok(Machine::Workload(principal)) => {
                 let other_credential = req.headers().contains_key(http::header::AUTHORIZATION)
