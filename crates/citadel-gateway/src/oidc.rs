@@ -287,14 +287,8 @@ async fn callback(
     event.body["auth_protocol"] = serde_json::json!("OpenID Connect");
     event.body["unmapped"]["provider"] = serde_json::json!(name);
     tracing::info!(request_id = %info.id, provider = name, reason, "OIDC sign-in");
-    if let Err(refusal) = record_decision(&state.sink, event).await {
-        if let Some(s) = &session {
-            let _ = state
-                .signin
-                .sessions
-                .revoke(&s.record.id, "unrecorded", now)
-                .await;
-        }
+    let made = session.as_ref().map(|s| s.record.id.as_str());
+    if let Err(refusal) = crate::signin::record_session_event(&state, event, made, now).await {
         return error_response(&refusal, Some(&info.id));
     }
     let clear_state = format!("{STATE_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");

@@ -402,14 +402,8 @@ async fn login_finish(
     event.body["auth_protocol"] = json!("WebAuthn");
     event.body["is_mfa"] = json!(true);
     tracing::info!(request_id = %info.id, reason, "passkey sign-in");
-    if let Err(refusal) = record_decision(&state.sink, event).await {
-        if let Some(s) = &session {
-            let _ = state
-                .signin
-                .sessions
-                .revoke(&s.record.id, "unrecorded", now)
-                .await;
-        }
+    let made = session.as_ref().map(|s| s.record.id.as_str());
+    if let Err(refusal) = crate::signin::record_session_event(&state, event, made, now).await {
         return error_response(&refusal, Some(&info.id));
     }
     match (session, principal_for_event) {

@@ -46,6 +46,25 @@ const FAILED_SIGN_IN_RISK_CAP: i64 = 60;
 /// Largest sign-in body read.
 const MAX_AUTH_BODY: usize = 16 * 1024;
 
+/// Records the event of a sign-in (or step-up) that made `session`; when
+/// the event cannot be recorded the session is ended rather than handed
+/// out unrecorded (fail closed), and the recording's error comes back.
+pub(crate) async fn record_session_event(
+    state: &GatewayState,
+    event: citadel_core::SecurityEvent,
+    session: Option<&str>,
+    now: i64,
+) -> Result<(), ApiError> {
+    let refusal = match record_decision(&state.sink, event).await {
+        Ok(()) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    if let Some(id) = session {
+        let _ = state.signin.sessions.revoke(id, "unrecorded", now).await;
+    }
+    Err(refusal)
+}
+
 /// The sign-in endpoints' layer.
 pub fn layer(state: Arc<GatewayState>) -> StageLayer {
     StageLayer::new("sign-in", state, |s, r, n| Box::pin(endpoints(s, r, n)))
@@ -364,15 +383,8 @@ async fn login(
             .await;
         }
     }
-    if let Err(refusal) = record_decision(&state.sink, event).await {
-        // The session exists but is not handed out unrecorded: end it.
-        if let Ok(session) = &outcome {
-            let _ = state
-                .signin
-                .sessions
-                .revoke(&session.record.id, "unrecorded", now_ms())
-                .await;
-        }
+    let made = outcome.as_ref().ok().map(|s| s.record.id.as_str());
+    if let Err(refusal) = record_session_event(&state, event, made, now_ms()).await {
         trail.update(|t| t.error = Some(refusal.code));
         return error_response(&refusal, Some(&info.id));
     }
@@ -759,14 +771,8 @@ async fn step_up(
             locked_until: None,
         },
     );
-    if let Err(refusal) = record_decision(&state.sink, event).await {
-        if let Some(new) = &rotated {
-            let _ = state
-                .signin
-                .sessions
-                .revoke(&new.record.id, "unrecorded", now)
-                .await;
-        }
+    let made = rotated.as_ref().map(|s| s.record.id.as_str());
+    if let Err(refusal) = record_session_event(&state, event, made, now).await {
         trail.update(|t| t.error = Some(refusal.code));
         return error_response(&refusal, Some(&info.id));
     }
