@@ -72,6 +72,13 @@ pub enum ErrorCode {
     /// Policy asks for a stronger or fresher authentication for this
     /// request; the `WWW-Authenticate` challenge (RFC 9470) says which.
     StepUpRequired,
+    /// Policy does not let the data classes found in the request go to
+    /// this model or route, redacted or not.
+    DataClassForbidden,
+    /// An answer could not be inspected for personal data and secrets (not
+    /// the JSON it claims to be, or larger than inspection allows), so it
+    /// is not passed on; inside a stream, the stream ends with this code.
+    AnswerNotInspectable,
     /// An unexpected internal error; details are in the server log.
     Internal,
 }
@@ -110,6 +117,8 @@ impl ErrorCode {
             Self::AccessRevoked => "access_revoked",
             Self::StepUpRequired => "step_up_required",
             Self::InvalidClientCertificate => "invalid_client_certificate",
+            Self::DataClassForbidden => "data_class_forbidden",
+            Self::AnswerNotInspectable => "answer_not_inspectable",
             Self::Internal => "internal_error",
         }
     }
@@ -127,7 +136,8 @@ impl ErrorCode {
             Self::MfaEnrollmentRequired | Self::CsrfFailed => S::FORBIDDEN,
             Self::LoginLocked => S::TOO_MANY_REQUESTS,
             Self::WeakPassword => S::BAD_REQUEST,
-            Self::Forbidden => S::FORBIDDEN,
+            Self::Forbidden | Self::DataClassForbidden => S::FORBIDDEN,
+            Self::AnswerNotInspectable => S::BAD_GATEWAY,
             Self::UnknownModel | Self::RouteNotFound | Self::NotFound => S::NOT_FOUND,
             Self::InvalidJson | Self::InvalidRequest | Self::InvalidPolicy | Self::OutOfRange => {
                 S::BAD_REQUEST

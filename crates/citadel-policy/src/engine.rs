@@ -32,6 +32,11 @@ pub enum Action {
     GrantRole,
     /// A person signing in.
     SignIn,
+    /// Sending a request's text, as inspected, to a model or route
+    /// (asked with [`DataFacts`] after inspection).
+    SendData,
+    /// Giving back the values that pseudonyms stand for in an answer.
+    Reidentify,
 }
 
 impl Action {
@@ -43,6 +48,8 @@ impl Action {
             Self::Admin(op) => op,
             Self::GrantRole => "grant_role",
             Self::SignIn => "sign_in",
+            Self::SendData => "send_data",
+            Self::Reidentify => "reidentify",
         }
     }
 }
@@ -118,6 +125,22 @@ pub struct Verification<'a> {
     pub country: &'a str,
 }
 
+/// What inspection found in a request's text, for the data actions
+/// ([`Action::SendData`], [`Action::Reidentify`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct DataFacts {
+    /// The highest data class found (`public` when nothing was).
+    pub data_class: String,
+    /// Every class found.
+    pub data_classes: Vec<String>,
+    /// Every entity type found (`EMAIL_ADDRESS`, …).
+    pub data_types: Vec<String>,
+    /// How many findings in all.
+    pub finding_count: i64,
+    /// Whether the text was redacted before this question.
+    pub redacted: bool,
+}
+
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -165,6 +188,7 @@ struct DecisionKey {
     network_changed: bool,
     travel_kmh: i64,
     country: String,
+    data: Option<DataFacts>,
 }
 
 impl DecisionKey {
@@ -173,6 +197,7 @@ impl DecisionKey {
         action: Action,
         resource: &Resource<'_>,
         facts: &RequestFacts<'_>,
+        data: Option<&DataFacts>,
     ) -> Self {
         let upstream_key = |tag: u8, name: &str, u: &UpstreamFacts| {
             (
@@ -225,6 +250,7 @@ impl DecisionKey {
             network_changed: facts.verification.network_changed,
             travel_kmh: facts.verification.travel_kmh,
             country: facts.verification.country.to_owned(),
+            data: data.cloned(),
         }
     }
 }
@@ -395,14 +421,38 @@ impl PolicyEngine {
         resource: &Resource<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        let key = DecisionKey::new(principal, action, resource, facts);
+        self.decide(principal, action, resource, facts, None)
+    }
+
+    /// Decides a data action ([`Action::SendData`], [`Action::Reidentify`])
+    /// with what inspection found in the request's text as context.
+    pub fn authorize_data(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+        facts: &RequestFacts<'_>,
+        data: &DataFacts,
+    ) -> Decision {
+        self.decide(principal, action, resource, facts, Some(data))
+    }
+
+    fn decide(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource<'_>,
+        facts: &RequestFacts<'_>,
+        data: Option<&DataFacts>,
+    ) -> Decision {
+        let key = DecisionKey::new(principal, action, resource, facts, data);
         if let Some(d) = self.decisions.lock().get(&key) {
             return d.clone();
         }
         // Evaluate under the cache lock's generation: take the set first, and
         // only cache if no reload happened meanwhile.
         let active = self.active.load_full();
-        match self.evaluate(&active, principal, action, resource, facts) {
+        match self.evaluate(&active, principal, action, resource, facts, data) {
             Ok(d) => {
                 let mut decisions = self.decisions.lock();
                 // Long paths (http routes) are evaluated but not remembered, so
@@ -438,6 +488,7 @@ impl PolicyEngine {
         action: Action,
         resource: &Resource<'_>,
         facts: &RequestFacts<'_>,
+        data: Option<&DataFacts>,
     ) -> Result<Decision, String> {
         let mut entities = Vec::with_capacity(8);
         let roles: HashSet<EntityUid> = principal
@@ -493,7 +544,10 @@ impl PolicyEngine {
                 entities.push(
                     Entity::new(
                         id.clone(),
-                        HashMap::from([("prefix".to_owned(), string(prefix))]),
+                        HashMap::from([
+                            ("prefix".to_owned(), string(prefix)),
+                            ("placement".to_owned(), string(&upstream.placement)),
+                        ]),
                         HashSet::from([uid("Citadel::Upstream", &upstream.name)]),
                     )
                     .map_err(|e| e.to_string())?,
@@ -516,7 +570,7 @@ impl PolicyEngine {
                 id
             }
         };
-        let context = Context::from_pairs([
+        let mut pairs = vec![
             (
                 "source_ip".to_owned(),
                 RestrictedExpression::new_ip(facts.source_ip.to_string()),
@@ -543,8 +597,25 @@ impl PolicyEngine {
                 RestrictedExpression::new_long(facts.verification.travel_kmh),
             ),
             ("country".to_owned(), string(facts.verification.country)),
-        ])
-        .map_err(|e| e.to_string())?;
+        ];
+        if let Some(d) = data {
+            let set =
+                |items: &[String]| RestrictedExpression::new_set(items.iter().map(|i| string(i)));
+            pairs.extend([
+                ("data_class".to_owned(), string(&d.data_class)),
+                ("data_classes".to_owned(), set(&d.data_classes)),
+                ("data_types".to_owned(), set(&d.data_types)),
+                (
+                    "finding_count".to_owned(),
+                    RestrictedExpression::new_long(d.finding_count),
+                ),
+                (
+                    "redacted".to_owned(),
+                    RestrictedExpression::new_bool(d.redacted),
+                ),
+            ]);
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
         match self.action_entities.get(action.cedar_id()) {
             Some(action_and_groups) => entities.extend(action_and_groups.iter().cloned()),
             None => return Err(format!("unknown action {}", action.cedar_id())),

@@ -17,7 +17,8 @@ mod load;
 pub mod segments;
 
 pub use engine::{
-    Action, Decision, PolicyEngine, RequestFacts, Resource, StepUp, UpstreamFacts, Verification,
+    Action, DataFacts, Decision, PolicyEngine, RequestFacts, Resource, StepUp, UpstreamFacts,
+    Verification,
 };
 pub use load::{load_policies, LoadedPolicies, PolicyProblem, PolicyProblems};
 
@@ -39,6 +40,10 @@ pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
     (
         "verify.cedar",
         include_str!("../../../policies/verify.cedar"),
+    ),
+    (
+        "privacy.cedar",
+        include_str!("../../../policies/privacy.cedar"),
     ),
 ];
 

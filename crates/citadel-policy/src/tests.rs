@@ -461,3 +461,54 @@ when { context.mfa_age_seconds + 1 > 0 };
     let d = engine.authorize(&who(&["developer"]), Action::InvokeModel, &model, &fresh);
     assert!(!d.allowed && d.errors.is_empty());
 }
+
+#[test]
+fn default_privacy_policy_keeps_restricted_data_in_and_redacts_personal_data_for_external_models() {
+    let dir = tempfile::tempdir().unwrap();
+    write_defaults(dir.path());
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let data = |class: &str, redacted: bool| DataFacts {
+        data_class: class.into(),
+        data_classes: vec![class.into()],
+        data_types: vec!["EMAIL_ADDRESS".into()],
+        finding_count: 1,
+        redacted,
+    };
+    let ask = |placement: &str, d: &DataFacts| {
+        let up = upstream(placement);
+        let model = Resource::Model {
+            name: "gpt",
+            upstream: &up,
+        };
+        engine.authorize_data(&who(&["developer"]), Action::SendData, &model, &facts(), d)
+    };
+    assert!(ask("on_prem", &data("restricted", false)).allowed);
+    assert!(ask("external", &data("public", false)).allowed);
+    let d = ask("external", &data("confidential", false));
+    assert!(!d.allowed);
+    assert_eq!(
+        d.policies,
+        ["confidential-data-is-redacted-for-external-models"]
+    );
+    assert!(ask("external", &data("confidential", true)).allowed);
+    let d = ask("external", &data("restricted", true));
+    assert!(!d.allowed);
+    assert_eq!(d.policies, ["restricted-data-stays-on-premises"]);
+    // Routes carry their upstream's placement too.
+    let up = upstream("external");
+    let route = Resource::Route {
+        prefix: "/data",
+        upstream: &up,
+    };
+    assert!(
+        !engine
+            .authorize_data(
+                &who(&["developer"]),
+                Action::SendData,
+                &route,
+                &facts(),
+                &data("restricted", false)
+            )
+            .allowed
+    );
+}

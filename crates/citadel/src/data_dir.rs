@@ -205,12 +205,14 @@ impl DataDir {
     /// default policy: with no `sign_in` rule nobody could sign in (and
     /// administrators would get in through `admin-all` without a second
     /// factor); with no rule reading `risk_score`, risk and impossible
-    /// travel would change nothing. Each missing default is added, unless
+    /// travel would change nothing; with no `send_data` rule no model
+    /// request would pass inspection. Each missing default is added, unless
     /// some policy already speaks of it (the operator's own rules stay).
     fn seed_sign_in_policy(&self, dir: &Path) -> Result<()> {
         const NEWER_DEFAULTS: &[(&str, &str)] = &[
             ("identity.cedar", "\"sign_in\""),
             ("verify.cedar", "risk_score"),
+            ("privacy.cedar", "\"send_data\""),
         ];
         let texts: Vec<String> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
