@@ -18,12 +18,33 @@ use std::sync::Arc;
 use citadel_core::{ApiError, ErrorCode};
 use citadel_policy::{Action, RequestFacts, Resource};
 
-use crate::context::info_and_trail;
+use crate::context::{info_and_trail, RequestInfo, Trail, Verified};
 use crate::events::{authorization_decision, RequestView};
 use crate::route::Target;
 use crate::stage::{call_next, Next, StageLayer};
 use crate::state::GatewayState;
 use crate::{error_response, GatewayRequest, GatewayResponse};
+
+/// What policy is told about a request (its context), from what the
+/// layers above found.
+pub(crate) fn request_facts<'a>(
+    info: &RequestInfo,
+    trail: &Trail,
+    method: &'a str,
+    path: &'a str,
+    verified: &'a Verified,
+) -> RequestFacts<'a> {
+    RequestFacts {
+        source_ip: info.client.ip(),
+        method,
+        path,
+        auth_method: trail.auth_method(),
+        mfa: trail.mfa(),
+        mfa_age_seconds: trail.mfa_age_seconds(),
+        device_trust: trail.device_trust(),
+        verification: verified.as_facts(),
+    }
+}
 
 /// The authorize layer.
 pub fn layer(state: Arc<GatewayState>) -> StageLayer {
@@ -43,16 +64,13 @@ async fn authorize(state: Arc<GatewayState>, req: GatewayRequest, next: Next) ->
         );
     };
     let verified = trail.verified();
-    let facts = RequestFacts {
-        source_ip: info.client.ip(),
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        auth_method: trail.auth_method(),
-        mfa: trail.mfa(),
-        mfa_age_seconds: trail.mfa_age_seconds(),
-        device_trust: trail.device_trust(),
-        verification: verified.as_facts(),
-    };
+    let facts = request_facts(
+        &info,
+        &trail,
+        req.method().as_str(),
+        req.uri().path(),
+        &verified,
+    );
     let (action, resource, resource_json) = match &target {
         Target::Model { upstream, model } => (
             Action::InvokeModel,

@@ -59,3 +59,19 @@ pub fn error_response(error: &ApiError, request_id: Option<&str>) -> GatewayResp
     }
     response
 }
+
+/// The last event of a streamed (SSE) answer that Citadel ends: `event:
+/// error` with the same error object a refusal carries.
+pub(crate) fn sse_error_event(
+    code: citadel_core::ErrorCode,
+    message: &str,
+    request_id: &str,
+) -> Bytes {
+    let body = serde_json::json!({"error": {
+        "code": code.as_str(),
+        "message": message,
+        "type": "citadel_error",
+        "request_id": request_id,
+    }});
+    Bytes::from(format!("event: error\ndata: {body}\n\n"))
+}

@@ -170,6 +170,10 @@ pub struct UpstreamConfig {
     /// Allow plain HTTP to a non-loopback address. Weakens security.
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// Redaction for this upstream's requests and answers, instead of
+    /// `[privacy] redact`.
+    #[serde(default)]
+    pub redact: Option<citadel_privacy::Redaction>,
 }
 
 impl UpstreamConfig {

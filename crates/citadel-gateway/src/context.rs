@@ -56,6 +56,30 @@ pub struct TrailData {
     pub upstream_seconds: Option<f64>,
     /// Tokens the answer used (from its `usage`).
     pub tokens: Option<u64>,
+    /// What inspection found and did (counts and classes, never values).
+    pub privacy: Option<PrivacyTrail>,
+}
+
+/// What inspection found in a request and its answer, and what it did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PrivacyTrail {
+    /// Highest data class found in the request.
+    pub data_class: &'static str,
+    /// Findings in the request, by type.
+    pub request_findings: std::collections::BTreeMap<String, u64>,
+    /// Findings in the answer, by type (when answers are inspected).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub answer_findings: std::collections::BTreeMap<String, u64>,
+    /// The redaction applied (`mask`, `hash`, `pseudonymize`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<&'static str>,
+    /// Pseudonyms given back in the answer.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reidentified: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What continuous verification found about a request.

@@ -14,11 +14,13 @@
 //! | — | `route.rs` | 400 `invalid_json`, 404 `unknown_model`, 408, 413 |
 //! | 5 | `authorize.rs` | 403 `forbidden` |
 //! | 5b | `ratelimit.rs` | 429 `rate_limited` |
+//! | 6 | `inspect.rs` (PII, secrets, data class → `send_data` policy; redaction) | 400, 403 `data_class_forbidden` |
+//! | 8 | `inspect_response.rs` (answers redacted, also streamed; pseudonyms given back) | 502 / ends the stream: `answer_not_inspectable` |
 //! | 7 | `proxy.rs` | 502, 504 |
 //! | 7b | `revocation.rs` (streamed bodies) | ends the stream: `access_revoked` |
 //!
-//! Non-features (yet): shield (block lists), request and response
-//! inspection; each arrives as one more layer.
+//! Non-features (yet): shield (block lists); request-attack and prompt
+//! injection signatures; inspection of `http` routes' bodies.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +31,8 @@ pub mod config;
 pub mod context;
 pub mod devices;
 pub mod events;
+pub mod inspect;
+mod inspect_response;
 pub mod intake;
 pub mod metrics;
 pub mod oidc;
@@ -64,6 +68,7 @@ pub fn gateway_service(state: Arc<GatewayState>) -> server::ListenerService {
         .layer(route::layer(state.clone()))
         .layer(authorize::layer(state.clone()))
         .layer(ratelimit::layer(state.clone()))
+        .layer(inspect::layer(state.clone()))
         .service(proxy::Proxy::new(state));
     tower::util::BoxCloneService::new(stack)
 }

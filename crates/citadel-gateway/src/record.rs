@@ -123,6 +123,10 @@ impl Outcome {
         if !complete {
             event.body["unmapped"]["response_incomplete"] = serde_json::Value::Bool(true);
         }
+        if let Some(privacy) = &t.privacy {
+            // Types and counts only: data minimization.
+            event.body["unmapped"]["privacy"] = serde_json::json!(privacy);
+        }
         if let Err(e) = self.state.sink.record_queued(event) {
             tracing::error!(request_id = %self.info.id, error = %e, "could not queue the request's outcome event");
         }

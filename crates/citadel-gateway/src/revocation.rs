@@ -203,13 +203,11 @@ impl RevocableBody {
 
 /// The last SSE event of a revoked stream.
 fn revoked_event(request_id: &str) -> Bytes {
-    let body = json!({"error": {
-        "code": "access_revoked",
-        "message": "your access was revoked while this answer was streaming; sign in again",
-        "type": "citadel_error",
-        "request_id": request_id,
-    }});
-    Bytes::from(format!("event: error\ndata: {body}\n\n"))
+    crate::body::sse_error_event(
+        citadel_core::ErrorCode::AccessRevoked,
+        "your access was revoked while this answer was streaming; sign in again",
+        request_id,
+    )
 }
 
 impl Body for RevocableBody {

@@ -29,6 +29,8 @@ pub struct GatewayState {
     pub verifier: Arc<crate::verify::Verifier>,
     /// Cedar policies.
     pub policy: Arc<PolicyEngine>,
+    /// Detector rules and redaction (inspect layers).
+    pub privacy: Arc<citadel_privacy::Privacy>,
     /// Security event sink.
     pub sink: Arc<EventSink>,
     /// Metrics.
@@ -76,6 +78,7 @@ impl GatewayState {
         ca: Arc<citadel_crypto::InternalCa>,
         verifier: Arc<crate::verify::Verifier>,
         policy: Arc<PolicyEngine>,
+        privacy: Arc<citadel_privacy::Privacy>,
         sink: Arc<EventSink>,
         metrics: Arc<GatewayMetrics>,
     ) -> Result<Arc<Self>, BuildError> {
@@ -107,6 +110,7 @@ impl GatewayState {
             ca,
             verifier,
             policy,
+            privacy,
             sink,
             metrics,
             limiter,

@@ -119,6 +119,13 @@ impl PseudonymMap {
 
     /// Replaces every token in `text` by its value.
     pub fn reidentify(&self, text: &str) -> String {
+        let mut ignored = 0;
+        self.reidentify_counting(text, &mut ignored)
+    }
+
+    /// [`PseudonymMap::reidentify`], adding the number of tokens replaced
+    /// to `count`.
+    pub fn reidentify_counting(&self, text: &str, count: &mut u64) -> String {
         if self.by_token.is_empty() || !text.contains('<') {
             return text.to_owned();
         }
@@ -131,6 +138,7 @@ impl PseudonymMap {
                 Some(close) => match self.by_token.get(&tail[..=close]) {
                     Some(p) => {
                         out.push_str(&p.value);
+                        *count += 1;
                         rest = &tail[close + 1..];
                     }
                     None => {

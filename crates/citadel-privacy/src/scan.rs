@@ -47,7 +47,12 @@ pub struct Finding {
     /// Its data class.
     pub class: DataClass,
     /// How sure the detector is, 0..1.
+    #[serde(serialize_with = "rounded")]
     pub confidence: f32,
+}
+
+fn rounded<S: serde::Serializer>(c: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((f64::from(*c) * 1000.0).round() / 1000.0)
 }
 
 fn as_str<S: serde::Serializer>(kind: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {

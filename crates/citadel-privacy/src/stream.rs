@@ -10,7 +10,7 @@
 //! whatever the answer; a value longer than the hold is not guaranteed to
 //! be caught whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::class::DataClass;
@@ -27,6 +27,8 @@ pub struct Tally {
     pub counts: BTreeMap<String, u64>,
     /// The highest class found (`None` when nothing was found).
     pub class: Option<DataClass>,
+    /// Every class found.
+    pub classes: BTreeSet<DataClass>,
 }
 
 impl Tally {
@@ -35,6 +37,7 @@ impl Tally {
         for f in findings {
             *self.counts.entry(f.kind.to_string()).or_default() += 1;
             self.class = self.class.max(Some(f.class));
+            self.classes.insert(f.class);
         }
     }
 
@@ -44,6 +47,7 @@ impl Tally {
             *self.counts.entry(k.clone()).or_default() += n;
         }
         self.class = self.class.max(other.class);
+        self.classes.extend(other.classes.iter().copied());
     }
 
     /// Total findings.
@@ -162,6 +166,8 @@ impl StreamRedactor {
 #[derive(Debug, Default)]
 pub struct StreamReidentifier {
     pending: String,
+    /// Tokens given back so far.
+    pub replaced: u64,
 }
 
 impl StreamReidentifier {
@@ -183,12 +189,13 @@ impl StreamReidentifier {
             _ => self.pending.len(),
         };
         let ready: String = self.pending.drain(..hold_from).collect();
-        map.reidentify(&ready)
+        map.reidentify_counting(&ready, &mut self.replaced)
     }
 
     /// The stream ended: whatever is held.
     pub fn finish(&mut self, map: &PseudonymMap) -> String {
-        map.reidentify(&std::mem::take(&mut self.pending))
+        let rest = std::mem::take(&mut self.pending);
+        map.reidentify_counting(&rest, &mut self.replaced)
     }
 }
 

@@ -82,6 +82,9 @@ pub enum Command {
     /// Risk scores of principals (what continuous verification hands to policy).
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// Personal data and secrets: scan or redact text, check detector rules.
+    #[command(subcommand)]
+    Privacy(crate::privacy_cli::PrivacyCommand),
     /// The effective reachability matrix: which role may reach which model
     /// and route (and which only with a second factor), computed from the
     /// policies and upstreams in the config.
@@ -491,6 +494,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
+        Command::Privacy(cmd) => crate::privacy_cli::run(&data, &config, cmd),
         Command::Audit(cmd) => {
             crate::audit_cli::run(&data, &config, cli.database.as_deref(), cmd).await
         }

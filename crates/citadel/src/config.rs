@@ -33,6 +33,8 @@ pub struct Config {
     pub upstream: Vec<UpstreamConfig>,
     /// `[identity]`: passwords, second factors, sessions, lockout.
     pub identity: citadel_identity::IdentityConfig,
+    /// `[privacy]`: detector rules, redaction.
+    pub privacy: citadel_privacy::PrivacyConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             upstream: Vec::new(),
             identity: Default::default(),
+            privacy: Default::default(),
         }
     }
 }
@@ -222,6 +225,14 @@ impl Config {
                     let header = format!("[{section}]");
                     text.lines().position(|l| l.trim() == header)
                 })
+                .map_or(0, |i| i + 1),
+            reason,
+        })?;
+        config.privacy.validate().map_err(|reason| ConfigError {
+            file: file.to_owned(),
+            line: text
+                .lines()
+                .position(|l| l.trim() == "[privacy]")
                 .map_or(0, |i| i + 1),
             reason,
         })?;

@@ -69,6 +69,35 @@ impl DataDir {
             .context("API key hashing key")
     }
 
+    /// The key redaction hashes and pseudonyms are keyed with
+    /// (`keys/privacy-hash.key`, created on first use). Replicas must share
+    /// it, or the same value gets different pseudonyms on each.
+    pub fn privacy_key(&self) -> Result<Zeroizing<Vec<u8>>> {
+        citadel_crypto::load_or_create_secret(&self.root.join("keys").join("privacy-hash.key"), 32)
+            .context("privacy hashing key")
+    }
+
+    /// The detector rules in force: the data directory's `privacy-rules`
+    /// (written from the shipped pack when empty) and `[privacy] rules`.
+    pub fn privacy(&self, config: &Config) -> Result<citadel_privacy::Privacy> {
+        let dir = self.root.join("privacy-rules");
+        if citadel_privacy::seed_rules(&dir)
+            .with_context(|| format!("cannot write the detector rules into {}", dir.display()))?
+        {
+            tracing::info!(dir = %dir.display(), "wrote the default detector rules");
+        }
+        let mut paths = vec![dir];
+        for extra in &config.privacy.rules {
+            paths.push(if extra.is_absolute() {
+                extra.clone()
+            } else {
+                self.root.join(extra)
+            });
+        }
+        citadel_privacy::Privacy::load(config.privacy.clone(), paths, self.privacy_key()?)
+            .map_err(|problems| anyhow::anyhow!("the detector rules do not load:\n{problems}"))
+    }
+
     /// The key TOTP seeds and other authenticator secrets are sealed with
     /// (`keys/authenticator-secrets.key`, created on first use). Replicas
     /// must share it.

@@ -11,5 +11,6 @@ pub mod config;
 pub mod data_dir;
 pub mod demo;
 pub mod machines_cli;
+pub mod privacy_cli;
 pub mod serve;
 pub mod user_cli;

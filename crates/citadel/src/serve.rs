@@ -131,6 +131,33 @@ async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
     }
 }
 
+/// Reloads the detector rules after their files changed, recording the
+/// outcome; on failure the rules in force stay.
+async fn reload_privacy_rules(privacy: &citadel_privacy::Privacy, sink: &EventSink) {
+    let event = match privacy.reload() {
+        Ok(count) => {
+            tracing::info!(detectors = count, "detector rules reloaded");
+            system_event(
+                "privacy.rules.reload",
+                Outcome::Success,
+                serde_json::json!({"detectors": count}),
+            )
+        }
+        Err(problems) => {
+            tracing::error!("detector rule reload refused; the rules in force stay:\n{problems}");
+            let list: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+            system_event(
+                "privacy.rules.reload",
+                Outcome::Failure,
+                serde_json::json!({"problems": list}),
+            )
+        }
+    };
+    if let Err(e) = sink.record_durable(event).await {
+        tracing::error!(error = %e, "could not record the detector rule reload");
+    }
+}
+
 fn tls_for(
     listener: &ListenerConfig,
     ca: &citadel_crypto::InternalCa,
@@ -293,8 +320,15 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         },
     );
 
+    let privacy = Arc::new(data.privacy(&config)?);
+    tracing::info!(
+        detectors = privacy.scanner().len(),
+        redact = ?config.privacy.redact,
+        "detector rules loaded"
+    );
     {
         let policy = policy.clone();
+        let privacy = privacy.clone();
         let sink = sink.clone();
         let every = config.policy.poll_interval;
         tokio::spawn(async move {
@@ -303,6 +337,9 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
                 tick.tick().await;
                 if policy.changed_on_disk() {
                     reload_policies(&policy, &sink).await;
+                }
+                if privacy.changed_on_disk() {
+                    reload_privacy_rules(&privacy, &sink).await;
                 }
             }
         });
@@ -323,6 +360,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             tls: Default::default(),
             auth_token_env: None,
             insecure_plaintext: false,
+            redact: None,
         });
         tracing::info!(%addr, "demo model server started");
     }
@@ -361,6 +399,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         ca.clone(),
         verifier,
         policy.clone(),
+        privacy.clone(),
         sink.clone(),
         metrics.clone(),
     )?;

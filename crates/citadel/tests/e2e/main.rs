@@ -14,5 +14,6 @@ mod machines;
 mod oidc;
 mod passkeys;
 mod policy;
+mod privacy;
 mod upstream_tls;
 mod verify;

@@ -173,6 +173,7 @@ impl Citadel {
             "audit-log.key",
             "subject-root.key",
             "authenticator-secrets.key",
+            "privacy-hash.key",
         ] {
             let key = std::fs::read(from.join(file)).unwrap();
             citadel_crypto::write_private_file(&data.path().join("keys").join(file), &key).unwrap();

@@ -1,0 +1,159 @@
+//! `citadel privacy …`: scan text for personal data and secrets, redact
+//! it, and check detector rule files, with the same rules the gateway uses.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::data_dir::DataDir;
+
+/// `citadel privacy`.
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Find personal data and secrets in text read from stdin. With
+    /// --json, one JSON object per finding: type, start, end (byte
+    /// offsets), class, confidence.
+    Scan {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Use these rule files or directories instead of the configured ones.
+        #[arg(long = "rules", value_name = "PATH")]
+        rules: Vec<PathBuf>,
+        /// Report findings at least this confident [default: privacy.min_confidence].
+        #[arg(long)]
+        min_confidence: Option<f32>,
+    },
+    /// Print stdin with its findings redacted.
+    Redact {
+        /// mask, hash or pseudonymize [default: privacy.redact, or mask].
+        #[arg(long)]
+        mode: Option<citadel_privacy::Mode>,
+        /// Use these rule files or directories instead of the configured ones.
+        #[arg(long = "rules", value_name = "PATH")]
+        rules: Vec<PathBuf>,
+    },
+    /// Check detector rule files: every problem with file, line and reason.
+    Check {
+        /// Rule files or directories [default: the configured ones].
+        paths: Vec<PathBuf>,
+    },
+    /// List the detectors in force: entity types and their data classes.
+    Detectors {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn read_stdin() -> Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("stdin is not UTF-8 text")?;
+    Ok(text)
+}
+
+fn privacy_with(
+    data: &DataDir,
+    config: &Config,
+    rules: &[PathBuf],
+) -> Result<citadel_privacy::Privacy> {
+    data.ensure()?;
+    if rules.is_empty() {
+        return data.privacy(config);
+    }
+    citadel_privacy::Privacy::load(config.privacy.clone(), rules.to_vec(), data.privacy_key()?)
+        .map_err(|problems| anyhow::anyhow!("the detector rules do not load:\n{problems}"))
+}
+
+/// Runs a `citadel privacy` command.
+pub fn run(data: &DataDir, config: &Config, cmd: PrivacyCommand) -> Result<()> {
+    match cmd {
+        PrivacyCommand::Scan {
+            json,
+            rules,
+            min_confidence,
+        } => {
+            let mut config = config.clone();
+            if let Some(min) = min_confidence {
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&min),
+                    "--min-confidence must be between 0 and 1"
+                );
+                config.privacy.min_confidence = min;
+            }
+            let privacy = privacy_with(data, &config, &rules)?;
+            let text = read_stdin()?;
+            let findings = privacy.scanner().scan(&text);
+            let mut out = std::io::stdout().lock();
+            if json {
+                for f in &findings {
+                    serde_json::to_writer(&mut out, f)?;
+                    writeln!(out)?;
+                }
+            } else if findings.is_empty() {
+                writeln!(out, "nothing found")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<28} {:>8} {:>8}  {:<13} {:>10}",
+                    "TYPE", "START", "END", "CLASS", "CONFIDENCE"
+                )?;
+                for f in &findings {
+                    writeln!(
+                        out,
+                        "{:<28} {:>8} {:>8}  {:<13} {:>10.2}",
+                        &*f.kind, f.start, f.end, f.class, f.confidence
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        PrivacyCommand::Redact { mode, rules } => {
+            let privacy = privacy_with(data, config, &rules)?;
+            let mode = mode
+                .or(config.privacy.redact.mode())
+                .unwrap_or(citadel_privacy::Mode::Mask);
+            let text = read_stdin()?;
+            let findings = privacy.scanner().scan(&text);
+            let mut map = citadel_privacy::PseudonymMap::default();
+            let redacted = privacy.redactor(mode).apply(&text, &findings, &mut map);
+            std::io::stdout().lock().write_all(redacted.as_bytes())?;
+            Ok(())
+        }
+        PrivacyCommand::Check { paths } => {
+            let privacy = privacy_with(data, config, &paths)?;
+            println!(
+                "{} detectors in {} load",
+                privacy.scanner().len(),
+                privacy
+                    .paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
+        PrivacyCommand::Detectors { json } => {
+            let privacy = privacy_with(data, config, &[])?;
+            let kinds = privacy.scanner().kinds();
+            if json {
+                let list: Vec<serde_json::Value> = kinds
+                    .iter()
+                    .map(|(k, c)| serde_json::json!({"type": &**k, "class": c}))
+                    .collect();
+                crate::cli::print_json(&list)
+            } else {
+                for (k, c) in kinds {
+                    println!("{:<28} {c}", &*k);
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Data protection on the request path, end to end: what the upstream sees,
+//! what the caller gets back (also streamed, with values split across
+//! chunks), what policy refuses, and what the events keep (counts, never
+//! values).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::support::{code_of, request_id, Citadel};
+
+const EMAIL: &str = "alice.smith@example.com";
+const CARD: &str = "4111 1111 1111 1111";
+
+/// A model server that remembers what it was sent and answers:
+/// `echo`/`cloud-echo` repeat the last user message; `leaky` answers with
+/// an e-mail address and a card number; `broken` streams a chunk that is
+/// not JSON, then a secret. Streams are cut into 3-byte pieces of content,
+/// so every value is split across chunks.
+#[derive(Clone, Default)]
+struct ModelServer {
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ModelServer {
+    async fn start(&self) -> SocketAddr {
+        let me = self.clone();
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            post(move |body: Bytes| {
+                let me = me.clone();
+                async move { me.chat(body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    fn last_seen(&self) -> Value {
+        self.seen.lock().last().cloned().unwrap_or(Value::Null)
+    }
+
+    fn chat(&self, body: Bytes) -> Response {
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        self.seen.lock().push(body.clone());
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        let answer = match model.as_str() {
+            "leaky" | "broken" => format!("Reach {EMAIL} and pay with {CARD}. Thanks!"),
+            _ => body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        if body["stream"].as_bool() != Some(true) {
+            return Json(json!({
+                "object": "chat.completion",
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            }))
+            .into_response();
+        }
+        let mut events: Vec<String> = Vec::new();
+        let bytes = answer.as_bytes();
+        for piece in bytes.chunks(3) {
+            let piece = String::from_utf8_lossy(piece);
+            let chunk = json!({"object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            events.push(format!("data: {chunk}\n\n"));
+        }
+        if model == "broken" {
+            events.insert(2, "data: {not json\n\n".to_owned());
+        }
+        let end = json!({"object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        events.push(format!("data: {end}\n\n"));
+        events.push("data: [DONE]\n\n".to_owned());
+        // Each event in its own write, and some events split mid-line.
+        let mut pieces: Vec<Result<Bytes, std::io::Error>> = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            if i % 3 == 1 {
+                let (a, b) = e.split_at(e.len() / 2);
+                pieces.push(Ok(Bytes::from(a.to_owned())));
+                pieces.push(Ok(Bytes::from(b.to_owned())));
+            } else {
+                pieces.push(Ok(Bytes::from(e)));
+            }
+        }
+        let stream = futures_util::stream::iter(pieces);
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(stream))
+            .unwrap()
+    }
+}
+
+fn config(addr: SocketAddr, privacy: &str) -> String {
+    format!(
+        r#"
+[[upstream]]
+name = "local"
+url = "http://{addr}"
+kind = "openai"
+models = ["echo", "leaky", "broken"]
+placement = "on_prem"
+
+[[upstream]]
+name = "cloud"
+url = "http://{addr}"
+kind = "openai"
+models = ["cloud-echo"]
+placement = "external"
+
+{privacy}
+"#
+    )
+}
+
+fn user(model: &str, text: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": text}
+    ]})
+}
+
+/// The content of a streamed answer, and whether it ended with `[DONE]`.
+async fn streamed(r: reqwest::Response) -> (String, bool, String) {
+    let text = r.text().await.unwrap();
+    let mut content = String::new();
+    let mut done = false;
+    for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+        let data = event
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or_default();
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap_or_else(|_| panic!("not JSON: {data}"));
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+    }
+    (content, done, text)
+}
+
+#[tokio::test]
+async fn request_text_is_redacted_before_the_upstream_and_events_keep_only_counts() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"mask\"")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c
+        .chat(
+            &key,
+            user("echo", &format!("Mail {EMAIL}, card {CARD}."), false),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = request_id(&r);
+    let answer: Value = r.json().await.unwrap();
+    let seen = server.last_seen();
+    assert_eq!(
+        seen["messages"][1]["content"],
+        "Mail <EMAIL_ADDRESS>, card <CREDIT_CARD>."
+    );
+    assert_eq!(seen["messages"][0]["content"], "You are helpful.");
+    assert_eq!(seen["model"], "echo");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Mail <EMAIL_ADDRESS>, card <CREDIT_CARD>."
+    );
+
+    c.flush().await;
+    let events = c.events_for(&id).await;
+    let all = serde_json::to_string(&events.iter().map(|e| &e.body).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !all.contains("alice.smith") && !all.contains("4111"),
+        "{all}"
+    );
+    let outcome = events
+        .iter()
+        .find(|e| e.body["class_uid"] == 4002)
+        .expect("the request's outcome");
+    let privacy = &outcome.body["unmapped"]["privacy"];
+    assert_eq!(privacy["data_class"], "restricted");
+    assert_eq!(
+        privacy["request_findings"],
+        json!({"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1})
+    );
+    assert_eq!(privacy["redacted"], "mask");
+    let decision = events
+        .iter()
+        .find(|e| e.body["api"]["operation"] == "send_data")
+        .expect("the send_data decision is recorded");
+    assert_eq!(decision.body["unmapped"]["data_class"], "restricted");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn streamed_answers_are_redacted_even_when_values_split_across_chunks() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"mask\"")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c.chat(&key, user("leaky", "hello", true)).await;
+    assert_eq!(r.status(), 200);
+    let id = request_id(&r);
+    let (content, done, raw) = streamed(r).await;
+    assert_eq!(
+        content,
+        "Reach <EMAIL_ADDRESS> and pay with <CREDIT_CARD>. Thanks!"
+    );
+    assert!(done, "the stream still ends with [DONE]: {raw}");
+    assert!(!raw.contains("alice") && !raw.contains("1111"), "{raw}");
+
+    // Non-streamed answers are redacted too.
+    let r = c.chat(&key, user("leaky", "hello", false)).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Reach <EMAIL_ADDRESS> and pay with <CREDIT_CARD>. Thanks!"
+    );
+
+    c.flush().await;
+    let events = c.events_for(&id).await;
+    let outcome = events.iter().find(|e| e.body["class_uid"] == 4002).unwrap();
+    assert_eq!(
+        outcome.body["unmapped"]["privacy"]["answer_findings"],
+        json!({"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1})
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunk_that_cannot_be_inspected_ends_the_stream_with_an_error_event() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"mask\"")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c.chat(&key, user("broken", "hello", true)).await;
+    assert_eq!(r.status(), 200);
+    let raw = r.text().await.unwrap();
+    assert!(
+        raw.contains("event: error") && raw.contains("answer_not_inspectable"),
+        "{raw}"
+    );
+    assert!(!raw.contains("[DONE]"), "the stream ended early: {raw}");
+    // Nothing after the bad chunk, and nothing unmasked, went out.
+    assert!(!raw.contains("alice") && !raw.contains("1111"), "{raw}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn policy_keeps_restricted_data_on_premises_and_redacts_personal_data_for_external_models() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    // No redaction configured: only policy redacts.
+    let c = Citadel::start(&config(addr, "")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+
+    let r = c
+        .chat(
+            &key,
+            user("cloud-echo", &format!("Mail {EMAIL} please"), false),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        server.last_seen()["messages"][1]["content"],
+        "Mail <EMAIL_ADDRESS> please"
+    );
+
+    let before = server.seen.lock().len();
+    let r = c
+        .chat(&key, user("cloud-echo", &format!("card {CARD}"), false))
+        .await;
+    let (status, code, body) = code_of(r).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "data_class_forbidden"),
+        "{body}"
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("CREDIT_CARD"));
+    assert_eq!(
+        server.seen.lock().len(),
+        before,
+        "nothing reached the upstream"
+    );
+
+    // On premises, policy lets it through as sent.
+    let r = c
+        .chat(&key, user("echo", &format!("card {CARD}"), false))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        server.last_seen()["messages"][1]["content"],
+        format!("card {CARD}")
+    );
+    // Text with nothing sensitive passes untouched everywhere.
+    let r = c
+        .chat(&key, user("cloud-echo", "What is Rust?", false))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        server.last_seen()["messages"][1]["content"],
+        "What is Rust?"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn pseudonyms_hide_values_from_the_model_and_come_back_in_the_answer() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"pseudonymize\"")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let text = format!("Please write to {EMAIL} today.");
+
+    let r = c.chat(&key, user("echo", &text, false)).await;
+    let v: Value = r.json().await.unwrap();
+    let sent = server.last_seen()["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!sent.contains("alice"), "{sent}");
+    assert!(
+        sent.starts_with("Please write to <EMAIL_ADDRESS_"),
+        "{sent}"
+    );
+    assert_eq!(v["choices"][0]["message"]["content"], text.as_str());
+
+    // The same value gets the same pseudonym (consistent), and streamed
+    // answers are re-identified even with the token split across chunks.
+    let r = c.chat(&key, user("echo", &text, true)).await;
+    assert_eq!(server.last_seen()["messages"][1]["content"], sent.as_str());
+    let (content, done, _) = streamed(r).await;
+    assert_eq!(content, text);
+    assert!(done);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn custom_dictionaries_classify_and_a_broken_rule_file_changes_nothing() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("codenames.toml"),
+        "[[dictionary]]\ntype = \"PROJECT_CODENAME\"\nclass = \"restricted\"\nterms = [\"Bluebird\", \"Night Owl\"]\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "[privacy]\nrules = [{:?}]",
+        rules.path().display().to_string()
+    );
+    let c = Citadel::start(&config(addr, &extra)).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let ask = || {
+        c.chat(
+            &key,
+            user("cloud-echo", "status of project bluebird?", false),
+        )
+    };
+    let (status, code, _) = code_of(ask().await).await;
+    assert_eq!((status, code.as_str()), (403, "data_class_forbidden"));
+
+    // A broken edit is refused; the rules in force stay.
+    std::fs::write(
+        rules.path().join("codenames.toml"),
+        "[[dictionary]]\ntype = \"PROJECT_CODENAME\"\nclass = \"secret\"\nterms = [\"Bluebird\"]\n",
+    )
+    .unwrap();
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (events, _) = c
+            .running()
+            .store
+            .query_events(&citadel_store::EventQuery::default())
+            .await
+            .unwrap();
+        if events.iter().any(|e| {
+            e.body["api"]["operation"] == "privacy.rules.reload" && e.body["status_id"] == 2
+        }) {
+            let e = events
+                .iter()
+                .find(|e| e.body["api"]["operation"] == "privacy.rules.reload")
+                .unwrap();
+            let problems = e.body["unmapped"]["problems"].to_string();
+            assert!(problems.contains("codenames.toml:3"), "{problems}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the failed reload is recorded");
+    let (status, code, _) = code_of(ask().await).await;
+    assert_eq!((status, code.as_str()), (403, "data_class_forbidden"));
+    c.stop().await;
+
+    // At start, the same file stops Citadel with file, line and reason.
+    let data = tempfile::tempdir().unwrap();
+    let config = citadel::config::Config::parse(
+        &format!("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"),
+        "t.toml",
+    )
+    .unwrap();
+    let err = citadel::serve::start(citadel::serve::ServeRequest {
+        data: citadel::data_dir::DataDir::new(data.path().to_path_buf()),
+        config,
+        database: None,
+        demo: false,
+    })
+    .await
+    .err()
+    .expect("refused");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("codenames.toml:3") && err.contains("unknown variant"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_on_an_inspected_route_is_refused_with_400() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"mask\"")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c
+        .client
+        .post(format!("{}/v1/chat/completions", c.gateway))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{\"model\": \"echo\", \"messages\": [")
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = code_of(r).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_json"));
+    assert!(server.seen.lock().is_empty());
+    c.stop().await;
+}
