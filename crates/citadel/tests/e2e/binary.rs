@@ -560,3 +560,88 @@ fn credential_commands_run_without_identity_provider_secrets() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `cmd` with `input` on stdin.
+fn run_with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn privacy_scan_prints_one_json_object_per_finding_with_byte_offsets() {
+    let data = tempfile::tempdir().unwrap();
+    let text = "Grüße: mail bob@example.org, card 4111 1111 1111 1111, not 4111 1111 1111 1112.";
+    let (ok, out, err) = run_with_stdin(
+        citadel(data.path()).args(["privacy", "scan", "--json"]),
+        text,
+    );
+    assert!(ok, "{err}");
+    let findings: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(findings.len(), 2, "{out}");
+    for f in &findings {
+        let (start, end) = (
+            f["start"].as_u64().unwrap() as usize,
+            f["end"].as_u64().unwrap() as usize,
+        );
+        let value = &text.as_bytes()[start..end];
+        match f["type"].as_str().unwrap() {
+            "EMAIL_ADDRESS" => {
+                assert_eq!(value, b"bob@example.org");
+                assert_eq!(f["class"], "confidential");
+            }
+            "CREDIT_CARD" => {
+                assert_eq!(value, b"4111 1111 1111 1111");
+                assert_eq!(f["class"], "restricted");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(f["confidence"].as_f64().unwrap() > 0.5);
+    }
+
+    // Redaction from the CLI with the same rules.
+    let (ok, out, _) = run_with_stdin(
+        citadel(data.path()).args(["privacy", "redact", "--mode", "mask"]),
+        text,
+    );
+    assert!(ok);
+    assert_eq!(
+        out,
+        "Grüße: mail <EMAIL_ADDRESS>, card <CREDIT_CARD>, not 4111 1111 1111 1112."
+    );
+
+    // A broken rule file: non-zero exit, file, line and reason.
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("bad.toml"),
+        "# mine\n[[detector]]\ntype = \"X\"\nclass = \"public\"\npattern = '(?=look)'\nconfidence = 0.5\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(citadel(data.path())
+        .args(["privacy", "check"])
+        .arg(rules.path()));
+    assert!(!ok);
+    assert!(
+        err.contains("bad.toml:2") && err.contains("does not compile"),
+        "{err}"
+    );
+}
