@@ -19,7 +19,7 @@ use citadel_store::EventQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{audit_log, machines, people, AdminError, AdminState, OPENAPI};
+use crate::{audit_log, consent, machines, people, AdminError, AdminState, OPENAPI};
 
 pub(crate) type ApiResult = Result<Json<Value>, AdminError>;
 
@@ -85,6 +85,10 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/risk",
             get(machines::get_risk).put(machines::set_risk),
         )
+        .route("/api/v1/consent/purposes", get(consent::purposes))
+        .route("/api/v1/consent/receipt", post(consent::receipt))
+        .route("/api/v1/consent/grant", post(consent::grant))
+        .route("/api/v1/consent/withdraw", post(consent::withdraw))
         .route("/api/v1/policies/validate", post(validate_policies))
         .route("/api/v1/policies/reload", post(reload_policies))
         .route("/api/v1/events", get(list_events))

@@ -59,6 +59,15 @@ impl From<StoreError> for AdminError {
     }
 }
 
+impl From<citadel_privacy::ConsentError> for AdminError {
+    fn from(e: citadel_privacy::ConsentError) -> Self {
+        match e {
+            citadel_privacy::ConsentError::Store(s) => s.into(),
+            other => Self::new(ErrorCode::InvalidRequest, other.to_string()),
+        }
+    }
+}
+
 impl From<AccountError> for AdminError {
     fn from(e: AccountError) -> Self {
         match e {

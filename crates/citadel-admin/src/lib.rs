@@ -14,6 +14,7 @@
 
 mod api;
 mod audit_log;
+mod consent;
 mod error;
 mod machines;
 mod people;

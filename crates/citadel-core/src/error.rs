@@ -75,6 +75,12 @@ pub enum ErrorCode {
     /// Policy does not let the data classes found in the request go to
     /// this model or route, redacted or not.
     DataClassForbidden,
+    /// The route serves a purpose that needs the data subject's consent,
+    /// and the subject named in the request does not hold it.
+    ConsentRequired,
+    /// The route needs the data subject named (a header), and the request
+    /// names none or an invalid one.
+    SubjectRequired,
     /// An answer could not be inspected for personal data and secrets (not
     /// the JSON it claims to be, or larger than inspection allows), so it
     /// is not passed on; inside a stream, the stream ends with this code.
@@ -118,6 +124,8 @@ impl ErrorCode {
             Self::StepUpRequired => "step_up_required",
             Self::InvalidClientCertificate => "invalid_client_certificate",
             Self::DataClassForbidden => "data_class_forbidden",
+            Self::ConsentRequired => "consent_required",
+            Self::SubjectRequired => "subject_required",
             Self::AnswerNotInspectable => "answer_not_inspectable",
             Self::Internal => "internal_error",
         }
@@ -136,7 +144,8 @@ impl ErrorCode {
             Self::MfaEnrollmentRequired | Self::CsrfFailed => S::FORBIDDEN,
             Self::LoginLocked => S::TOO_MANY_REQUESTS,
             Self::WeakPassword => S::BAD_REQUEST,
-            Self::Forbidden | Self::DataClassForbidden => S::FORBIDDEN,
+            Self::Forbidden | Self::DataClassForbidden | Self::ConsentRequired => S::FORBIDDEN,
+            Self::SubjectRequired => S::BAD_REQUEST,
             Self::AnswerNotInspectable => S::BAD_GATEWAY,
             Self::UnknownModel | Self::RouteNotFound | Self::NotFound => S::NOT_FOUND,
             Self::InvalidJson | Self::InvalidRequest | Self::InvalidPolicy | Self::OutOfRange => {

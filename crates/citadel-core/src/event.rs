@@ -163,8 +163,8 @@ impl SecurityEvent {
         } else {
             // OCSF API Activity activities.
             match verb {
-                Some("create") => (1, "Create"),
-                Some("revoke") => (4, "Delete"),
+                Some("create" | "grant") => (1, "Create"),
+                Some("revoke" | "withdraw") => (4, "Delete"),
                 _ => (99, "Other"),
             }
         };

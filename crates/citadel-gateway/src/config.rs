@@ -174,6 +174,10 @@ pub struct UpstreamConfig {
     /// `[privacy] redact`.
     #[serde(default)]
     pub redact: Option<citadel_privacy::Redaction>,
+    /// The purpose requests to this upstream serve (`[[privacy.purpose]]`):
+    /// each must name a data subject who consented to it.
+    #[serde(default)]
+    pub purpose: Option<String>,
 }
 
 impl UpstreamConfig {

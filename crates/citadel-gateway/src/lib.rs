@@ -14,6 +14,7 @@
 //! | — | `route.rs` | 400 `invalid_json`, 404 `unknown_model`, 408, 413 |
 //! | 5 | `authorize.rs` | 403 `forbidden` |
 //! | 5b | `ratelimit.rs` | 429 `rate_limited` |
+//! | 6a | `consent.rs` (routes with a purpose: the data subject's consent) | 400 `subject_required`, 403 `consent_required` |
 //! | 6 | `inspect.rs` (PII, secrets, data class → `send_data` policy; redaction) | 400, 403 `data_class_forbidden` |
 //! | 8 | `inspect_response.rs` (answers redacted, also streamed; pseudonyms given back) | 502 / ends the stream: `answer_not_inspectable` |
 //! | 7 | `proxy.rs` | 502, 504 |
@@ -28,6 +29,7 @@ pub mod authenticate;
 pub mod authorize;
 mod body;
 pub mod config;
+pub mod consent;
 pub mod context;
 pub mod devices;
 pub mod events;
@@ -68,6 +70,7 @@ pub fn gateway_service(state: Arc<GatewayState>) -> server::ListenerService {
         .layer(route::layer(state.clone()))
         .layer(authorize::layer(state.clone()))
         .layer(ratelimit::layer(state.clone()))
+        .layer(consent::layer(state.clone()))
         .layer(inspect::layer(state.clone()))
         .service(proxy::Proxy::new(state));
     tower::util::BoxCloneService::new(stack)

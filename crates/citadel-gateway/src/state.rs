@@ -31,6 +31,8 @@ pub struct GatewayState {
     pub policy: Arc<PolicyEngine>,
     /// Detector rules and redaction (inspect layers).
     pub privacy: Arc<citadel_privacy::Privacy>,
+    /// Data subjects' consent to purposes.
+    pub consents: Arc<citadel_privacy::Consents>,
     /// Security event sink.
     pub sink: Arc<EventSink>,
     /// Metrics.
@@ -79,6 +81,7 @@ impl GatewayState {
         verifier: Arc<crate::verify::Verifier>,
         policy: Arc<PolicyEngine>,
         privacy: Arc<citadel_privacy::Privacy>,
+        consents: Arc<citadel_privacy::Consents>,
         sink: Arc<EventSink>,
         metrics: Arc<GatewayMetrics>,
     ) -> Result<Arc<Self>, BuildError> {
@@ -111,6 +114,7 @@ impl GatewayState {
             verifier,
             policy,
             privacy,
+            consents,
             sink,
             metrics,
             limiter,

@@ -59,6 +59,11 @@ pub struct PrivacyConfig {
     /// Largest non-streamed answer inspected; a larger one is refused
     /// (502 `answer_not_inspectable`) rather than passed uninspected.
     pub max_answer_bytes: usize,
+    /// The request header naming the data subject, on routes with a
+    /// `purpose`.
+    pub subject_header: String,
+    /// `[[privacy.purpose]]`: what data may be used for, with consent texts.
+    pub purpose: Vec<crate::consent::PurposeConfig>,
 }
 
 impl Default for PrivacyConfig {
@@ -69,6 +74,8 @@ impl Default for PrivacyConfig {
             min_confidence: DEFAULT_MIN_CONFIDENCE,
             stream_hold_bytes: 8192,
             max_answer_bytes: 16 * 1024 * 1024,
+            subject_header: "x-data-subject".into(),
+            purpose: Vec::new(),
         }
     }
 }
@@ -85,8 +92,21 @@ impl PrivacyConfig {
         if self.max_answer_bytes < 1024 {
             return Err("privacy.max_answer_bytes must be at least 1024".into());
         }
-        Ok(())
+        if !is_header_name(&self.subject_header) {
+            return Err(format!(
+                "privacy.subject_header {:?} is not a valid header name",
+                self.subject_header
+            ));
+        }
+        crate::consent::validate_purposes(&self.purpose)
     }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The detector rules in force and the redactors, shared by the gateway and

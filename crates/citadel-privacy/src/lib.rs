@@ -24,6 +24,7 @@
 
 mod class;
 mod config;
+pub mod consent;
 pub mod openai;
 mod redact;
 mod rules;
@@ -33,6 +34,7 @@ mod validate;
 
 pub use class::DataClass;
 pub use config::{seed_rules, Privacy, PrivacyConfig, Redaction};
+pub use consent::{ConsentError, Consents, PurposeConfig};
 pub use redact::{Mode, Pseudonym, PseudonymMap, Redactor};
 pub use rules::{RuleProblem, RuleProblems};
 pub use scan::{Finding, GaveUp, Scanner, DEFAULT_MIN_CONFIDENCE};

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod consent;
 mod devices;
 mod events;
 mod identity;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use consent::ConsentRecord;
 pub use devices::{DeviceRecord, RiskRecord, WorkloadRecord};
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
 pub use identity::{PasskeyRecord, SessionRecord, ThrottleState, TotpRecord, UserCredentials};

@@ -66,6 +66,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_external_identities.sql"),
         postgres: include_str!("../migrations/postgres/0009_external_identities.sql"),
     },
+    Migration {
+        version: 10,
+        description: "consent",
+        sqlite: include_str!("../migrations/sqlite/0010_consent.sql"),
+        postgres: include_str!("../migrations/postgres/0010_consent.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

@@ -301,3 +301,64 @@ async fn a_version_1_database_is_upgraded_into_the_log_on_both_backends() {
         upgrade_from_version_1(&url, crate::Backend::Postgres).await;
     }
 }
+
+async fn consent_grants_withdrawals_and_receipts(s: &Store) {
+    let grant = |id: &str, version: &str, at: i64| crate::ConsentRecord {
+        id: id.into(),
+        subject_ref: "ref-1".into(),
+        purpose: "inference".into(),
+        version: version.into(),
+        text_sha256: "ab".repeat(32),
+        granted_at: at,
+        source: "web-form".into(),
+        withdrawn_at: None,
+        withdrawn_source: None,
+    };
+    assert_eq!(
+        s.current_consent("ref-1", "inference", "v1").await.unwrap(),
+        None
+    );
+    let first = s.grant_consent(&grant("c-1", "v1", 10)).await.unwrap();
+    // Granting again while it is open changes nothing.
+    let again = s.grant_consent(&grant("c-2", "v1", 20)).await.unwrap();
+    assert_eq!(again.id, "c-1");
+    assert_eq!(
+        s.current_consent("ref-1", "inference", "v1").await.unwrap(),
+        Some(first)
+    );
+    // Another version of the text is another consent.
+    assert_eq!(
+        s.current_consent("ref-1", "inference", "v2").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.withdraw_consent("ref-1", "inference", 30, "app")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.withdraw_consent("ref-1", "inference", 31, "app")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.current_consent("ref-1", "inference", "v1").await.unwrap(),
+        None
+    );
+    s.grant_consent(&grant("c-3", "v1", 40)).await.unwrap();
+    let receipts = s.consents_of("ref-1").await.unwrap();
+    assert_eq!(
+        receipts.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["c-1", "c-3"]
+    );
+    assert_eq!(receipts[0].withdrawn_at, Some(30));
+    assert_eq!(receipts[0].withdrawn_source.as_deref(), Some("app"));
+    assert!(s.consents_of("ref-2").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn consent_on_both_backends() {
+    on_both_backends!(consent_grants_withdrawals_and_receipts);
+}

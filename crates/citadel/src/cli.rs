@@ -82,6 +82,9 @@ pub enum Command {
     /// Risk scores of principals (what continuous verification hands to policy).
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// Data subjects' consent to purposes: grant, withdraw, receipts.
+    #[command(subcommand)]
+    Consent(crate::privacy_cli::ConsentCommand),
     /// Personal data and secrets: scan or redact text, check detector rules.
     #[command(subcommand)]
     Privacy(crate::privacy_cli::PrivacyCommand),
@@ -495,6 +498,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Privacy(cmd) => crate::privacy_cli::run(&data, &config, cmd),
+        Command::Consent(cmd) => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            let consents = data.consents(store.clone(), &config)?;
+            crate::privacy_cli::run_consent(&store, &consents, cmd).await
+        }
         Command::Audit(cmd) => {
             crate::audit_cli::run(&data, &config, cli.database.as_deref(), cmd).await
         }

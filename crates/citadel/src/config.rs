@@ -228,6 +228,34 @@ impl Config {
                 .map_or(0, |i| i + 1),
             reason,
         })?;
+        let purposes: Vec<&str> = config
+            .privacy
+            .purpose
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        if let Some(u) = config
+            .upstream
+            .iter()
+            .find(|u| u.purpose.as_deref().is_some_and(|p| !purposes.contains(&p)))
+        {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                line: text
+                    .lines()
+                    .position(|l| {
+                        l.trim_start().starts_with("purpose")
+                            && l.contains(u.purpose.as_deref().unwrap_or_default())
+                    })
+                    .map_or(0, |i| i + 1),
+                reason: format!(
+                    "upstream {}: purpose {:?} is not one of the [[privacy.purpose]] entries ({})",
+                    u.name,
+                    u.purpose.as_deref().unwrap_or_default(),
+                    purposes.join(", ")
+                ),
+            });
+        }
         config.privacy.validate().map_err(|reason| ConfigError {
             file: file.to_owned(),
             line: text

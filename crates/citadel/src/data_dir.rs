@@ -98,6 +98,19 @@ impl DataDir {
             .map_err(|problems| anyhow::anyhow!("the detector rules do not load:\n{problems}"))
     }
 
+    /// Consent to the configured purposes, kept in `store`.
+    pub fn consents(
+        &self,
+        store: citadel_store::Store,
+        config: &Config,
+    ) -> Result<citadel_privacy::Consents> {
+        Ok(citadel_privacy::Consents::new(
+            store,
+            &config.privacy.purpose,
+            self.privacy_key()?,
+        ))
+    }
+
     /// The key TOTP seeds and other authenticator secrets are sealed with
     /// (`keys/authenticator-secrets.key`, created on first use). Replicas
     /// must share it.

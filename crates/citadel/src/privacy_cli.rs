@@ -157,3 +157,134 @@ pub fn run(data: &DataDir, config: &Config, cmd: PrivacyCommand) -> Result<()> {
         }
     }
 }
+
+/// `citadel consent`.
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// The configured purposes and their current consent text versions.
+    Purposes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a data subject's consent to a purpose's current text.
+    Grant {
+        /// The data subject (as requests name it in the subject header).
+        subject: String,
+        /// The purpose (`[[privacy.purpose]]`).
+        purpose: String,
+        /// Where the consent was given (a form, an app, a signed paper).
+        #[arg(long, default_value = "cli")]
+        source: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record that a data subject withdrew consent to a purpose.
+    Withdraw {
+        /// The data subject.
+        subject: String,
+        /// The purpose.
+        purpose: String,
+        /// Where the withdrawal was made.
+        #[arg(long, default_value = "cli")]
+        source: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a subject's consent receipt (JSON): every grant and withdrawal.
+    Receipt {
+        /// The data subject.
+        subject: String,
+    },
+}
+
+/// Runs a `citadel consent` command.
+pub async fn run_consent(
+    store: &citadel_store::Store,
+    consents: &citadel_privacy::Consents,
+    cmd: ConsentCommand,
+) -> Result<()> {
+    use crate::cli::{print_json, record_event_and_print};
+    match cmd {
+        ConsentCommand::Purposes { json } => {
+            let purposes: Vec<serde_json::Value> = consents
+                .purposes()
+                .map(|p| {
+                    serde_json::json!({"name": p.name, "description": p.description,
+                        "version": p.version, "text_sha256": p.text_sha256()})
+                })
+                .collect();
+            if json {
+                return print_json(&purposes);
+            }
+            if purposes.is_empty() {
+                println!(
+                    "no purposes are configured; add [[privacy.purpose]] tables to the config"
+                );
+            }
+            for p in consents.purposes() {
+                println!(
+                    "{}  (text version {})  {}",
+                    p.name, p.version, p.description
+                );
+            }
+            Ok(())
+        }
+        ConsentCommand::Grant {
+            subject,
+            purpose,
+            source,
+            json,
+        } => {
+            let record = consents.grant(&subject, &purpose, &source).await?;
+            let p = consents.purpose(&purpose)?;
+            record_event_and_print(
+                store,
+                "consent.grant",
+                citadel_privacy::consent::consent_resource(
+                    &record.subject_ref,
+                    p,
+                    &source,
+                    Some(&record.id),
+                ),
+                &record,
+                json,
+                &format!(
+                    "consent to {purpose} (text version {}) recorded: receipt {}",
+                    p.version, record.id
+                ),
+            )
+            .await
+        }
+        ConsentCommand::Withdraw {
+            subject,
+            purpose,
+            source,
+            json,
+        } => {
+            let closed = consents.withdraw(&subject, &purpose, &source).await?;
+            let p = consents.purpose(&purpose)?;
+            record_event_and_print(
+                store,
+                "consent.withdraw",
+                citadel_privacy::consent::consent_resource(
+                    &consents.subject_ref(&subject),
+                    p,
+                    &source,
+                    None,
+                ),
+                &serde_json::json!({"purpose": purpose, "withdrawn": closed}),
+                json,
+                &if closed == 0 {
+                    format!("no open consent to {purpose}; nothing withdrawn")
+                } else {
+                    format!("consent to {purpose} withdrawn")
+                },
+            )
+            .await
+        }
+        ConsentCommand::Receipt { subject } => print_json(&consents.receipt(&subject).await?),
+    }
+}

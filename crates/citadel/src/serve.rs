@@ -321,6 +321,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
     );
 
     let privacy = Arc::new(data.privacy(&config)?);
+    let consents = Arc::new(data.consents(store.clone(), &config)?);
     tracing::info!(
         detectors = privacy.scanner().len(),
         redact = ?config.privacy.redact,
@@ -361,6 +362,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             auth_token_env: None,
             insecure_plaintext: false,
             redact: None,
+            purpose: None,
         });
         tracing::info!(%addr, "demo model server started");
     }
@@ -400,6 +402,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         verifier,
         policy.clone(),
         privacy.clone(),
+        consents.clone(),
         sink.clone(),
         metrics.clone(),
     )?;

@@ -645,3 +645,43 @@ fn privacy_scan_prints_one_json_object_per_finding_with_byte_offsets() {
         "{err}"
     );
 }
+
+#[test]
+fn consent_commands_grant_withdraw_and_print_receipts() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("citadel.toml"),
+        "[[privacy.purpose]]\nname = \"analytics\"\nversion = \"1\"\ntext = \"I agree to analytics.\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(citadel(data.path()).args([
+        "consent",
+        "grant",
+        "cust-7",
+        "analytics",
+        "--source",
+        "paper-form",
+        "--json",
+    ]));
+    assert!(ok, "{err}");
+    let granted: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(granted["version"], "1");
+    assert_ne!(granted["subject_ref"], "cust-7");
+
+    let (ok, _, err) = run(citadel(data.path()).args(["consent", "grant", "cust-7", "marketing"]));
+    assert!(!ok);
+    assert!(
+        err.contains("unknown purpose `marketing`") && err.contains("analytics"),
+        "{err}"
+    );
+
+    let (ok, _, err) =
+        run(citadel(data.path()).args(["consent", "withdraw", "cust-7", "analytics"]));
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(citadel(data.path()).args(["consent", "receipt", "cust-7"]));
+    assert!(ok);
+    let receipt: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(receipt["consents"][0]["source"], "paper-form");
+    assert_eq!(receipt["consents"][0]["withdrawn_source"], "cli");
+    assert_eq!(receipt["consents"][0]["current"], false);
+}

@@ -455,3 +455,120 @@ async fn malformed_json_on_an_inspected_route_is_refused_with_400() {
     assert!(server.seen.lock().is_empty());
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_route_with_a_purpose_serves_only_subjects_who_consented() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let extra = format!(
+        r#"
+[[upstream]]
+name = "assist"
+url = "http://{addr}"
+kind = "openai"
+models = ["assist"]
+placement = "on_prem"
+purpose = "inference"
+
+[[privacy.purpose]]
+name = "inference"
+description = "Answering the customer's questions with a language model"
+version = "2026-11"
+text = "I agree that my messages are processed by a language model to answer me."
+"#
+    );
+    let c = Citadel::start(&extra).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let ask = |subject: Option<&'static str>| {
+        let mut r = c
+            .client
+            .post(format!("{}/v1/chat/completions", c.gateway))
+            .bearer_auth(&key)
+            .json(&user("assist", "hello", false));
+        if let Some(s) = subject {
+            r = r.header("x-data-subject", s);
+        }
+        r.send()
+    };
+    let (status, code, _) = code_of(ask(None).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "subject_required"));
+    let (status, code, body) = code_of(ask(Some("cust-42")).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (403, "consent_required"), "{body}");
+    assert!(
+        server.seen.lock().is_empty(),
+        "nothing reached the upstream"
+    );
+
+    // Grant through the admin API; the receipt and the event follow.
+    let r = c
+        .admin_post(
+            "/api/v1/consent/grant",
+            json!({"subject": "cust-42", "purpose": "inference", "source": "signup-form"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let granted: Value = r.json().await.unwrap();
+    assert_eq!(granted["version"], "2026-11");
+    assert_eq!(ask(Some("cust-42")).await.unwrap().status(), 200);
+    let (status, code, _) = code_of(ask(Some("cust-43")).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (403, "consent_required"));
+
+    // An unknown purpose is refused and changes nothing.
+    let (status, code, body) = code_of(
+        c.admin_post(
+            "/api/v1/consent/grant",
+            json!({"subject": "cust-42", "purpose": "marketing"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("inference"));
+
+    // Withdrawal applies within a second.
+    let r = c
+        .admin_post(
+            "/api/v1/consent/withdraw",
+            json!({"subject": "cust-42", "purpose": "inference", "source": "app"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, code, _) = code_of(ask(Some("cust-42")).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (403, "consent_required"));
+
+    let receipt: Value = c
+        .admin_post("/api/v1/consent/receipt", json!({"subject": "cust-42"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let list = receipt["consents"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["source"], "signup-form");
+    assert_eq!(list[0]["withdrawn_source"], "app");
+    assert_eq!(list[0]["current"], false);
+
+    // No event names the subject; the consent changes name the purpose.
+    c.flush().await;
+    let (events, _) = c
+        .running()
+        .store
+        .query_events(&citadel_store::EventQuery::default())
+        .await
+        .unwrap();
+    let all = serde_json::to_string(&events.iter().map(|e| &e.body).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains("cust-42"), "{all}");
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| e.body["resources"][0]["type"] == "Consent")
+        .collect();
+    assert_eq!(changes.len(), 2);
+    assert!(changes
+        .iter()
+        .all(|e| e.body["resources"][0]["purpose"] == "inference"));
+    c.stop().await;
+}
