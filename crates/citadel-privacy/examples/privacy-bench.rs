@@ -1,8 +1,9 @@
 //! `bench/privacy/run`'s Citadel half (not a test):
 //!
 //! 1. scan throughput, one thread, all shipped detectors on, over the
-//!    generated corpus cut into ~4 KiB documents on line boundaries (what a
-//!    gateway sees: one prompt at a time); best of several passes;
+//!    generated corpus cut into documents as the Presidio side cuts it
+//!    (paragraphs of at most 4 KiB: a gateway sees one message at a time);
+//!    best of several passes;
 //! 2. the findings as JSON lines with byte offsets, for the scorer;
 //! 3. the inspect layer's own work for a 4 KiB chat request (parse the
 //!    JSON, scan every message, redact, serialize again), p50 and p99.
@@ -16,22 +17,30 @@ use std::time::Instant;
 use citadel_privacy::openai::for_each_request_text;
 use citadel_privacy::{Mode, PseudonymMap, Redactor, Scanner};
 
-/// Cuts `text` into documents of at most `max` bytes, ending at newlines.
+/// Cuts `text` into documents as `presidio_scan.py` does: on blank lines,
+/// and pieces over `max` bytes further on line boundaries (a gateway sees
+/// one message at a time).
 fn documents(text: &str, max: usize) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + max).min(text.len());
-        if end < text.len() {
-            if let Some(nl) = text[start..end].rfind('\n') {
-                end = start + nl + 1;
+    let mut at = 0;
+    for para in text.split("\n\n") {
+        let mut start = 0;
+        while start < para.len() {
+            let mut end = para.len();
+            if end - start > max {
+                end = para[start..start + max]
+                    .rfind('\n')
+                    .map_or(start + max, |nl| start + nl + 1);
+                while !para.is_char_boundary(end) {
+                    end -= 1;
+                }
             }
-            while !text.is_char_boundary(end) {
-                end -= 1;
+            if !para[start..end].trim().is_empty() {
+                out.push((at + start, &para[start..end]));
             }
+            start = end;
         }
-        out.push((start, &text[start..end]));
-        start = end;
+        at += para.len() + 2;
     }
     out
 }
@@ -59,8 +68,9 @@ fn main() {
     // 1. Throughput: best of 5 passes (the first warms caches and the
     // lazy DFA).
     let mut best = f64::MAX;
+    let mut first = 0.0;
     let mut findings = Vec::new();
-    for _ in 0..5 {
+    for pass in 0..5 {
         findings.clear();
         let t = Instant::now();
         for (offset, doc) in &docs {
@@ -68,7 +78,11 @@ fn main() {
                 findings.push((f, *offset));
             }
         }
-        best = best.min(t.elapsed().as_secs_f64());
+        let took = t.elapsed().as_secs_f64();
+        if pass == 0 {
+            first = took;
+        }
+        best = best.min(took);
     }
     let mb_per_s = corpus.len() as f64 / best / 1e6;
 
@@ -140,6 +154,7 @@ fn main() {
         "documents": docs.len(),
         "seconds": best,
         "mb_per_s": (mb_per_s * 10.0).round() / 10.0,
+        "first_pass_mb_per_s": (corpus.len() as f64 / first / 1e6 * 10.0).round() / 10.0,
         "findings": findings.len(),
         "redact_4kib_body_bytes": body.len(),
         "redact_4kib_p50_us": (pct(0.50) * 10.0).round() / 10.0,

@@ -51,6 +51,8 @@ const CASES: &[(&str, &[(&str, &str)])] = &[
         &[("PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----")]),
     ("password: hunter2hunter", &[("PASSWORD", "hunter2hunter")]),
     ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", &[("BEARER_TOKEN", "abcdefghijklmnopqrstuvwxyz012345")]),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        &[("JWT", "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")]),
     ("The quick brown fox jumps over the lazy dog in version 1.2.3 on port 8080.", &[]),
 ];
 
