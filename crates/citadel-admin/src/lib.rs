@@ -15,6 +15,7 @@
 mod api;
 mod audit_log;
 mod consent;
+mod data_keys;
 mod error;
 mod machines;
 mod people;

@@ -2,19 +2,22 @@
 //! certificate authority that issues the listeners' server certificates,
 //! and the rustls configurations built from them (TLS 1.3 only by default).
 //!
-//! It also holds envelope encryption (AES-256-GCM from ring): sealing keys,
-//! wrapping data keys under a key-encryption key, and the binding of each
-//! ciphertext to its record.
+//! It also holds envelope encryption (AES-256-GCM from ring) and the key
+//! hierarchy built on it (`keyring`): a root key — a key file, an
+//! environment variable, or HashiCorp Vault's Transit engine — wrapping
+//! versioned data keys per purpose, with rotation and re-wrapping; each
+//! ciphertext bound to its purpose, key version and record.
 //!
 //! Non-features: no cryptographic primitive is implemented here; signing,
-//! hashing, AEAD and TLS come from rcgen, ring and rustls. Key rotation and
-//! external KMS arrive with the data-protection work.
+//! hashing, AEAD and TLS come from rcgen, ring and rustls.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ca;
 mod client_cert;
 mod envelope;
+mod keyring;
+mod keys_config;
 mod secret_file;
 mod tls;
 
@@ -23,6 +26,8 @@ pub use client_cert::{
     read_cert, read_cert_pem, verify_p256, CertFacts, CertProblem, ClientCert, ClientCertChecker,
 };
 pub use envelope::{SealError, SealingKey, KEY_LEN};
+pub use keyring::{rewrap_data_keys, KeyError, KeyStatus, Keyring, RootKey};
+pub use keys_config::{KeysConfig, RootSource, VaultConfig};
 pub use secret_file::{load_or_create_secret, read_private_file, write_private_file};
 pub use tls::{
     client_config, server_config, server_config_requiring_client_cert,

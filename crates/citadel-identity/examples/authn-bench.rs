@@ -14,7 +14,6 @@
 //! - a TOTP check (seed unsealed with AES-GCM, the window's codes computed,
 //!   the used step recorded in the store).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use citadel_identity::session::SessionStart;
@@ -168,10 +167,17 @@ async fn main() {
     }
 
     // TOTP check (including the replay guard's store write).
-    let (seal, _) = citadel_crypto::SealingKey::generate().unwrap();
+    let keys = citadel_crypto::Keyring::load(
+        store.clone(),
+        citadel_crypto::RootKey::generated().unwrap(),
+        &["authenticator"],
+        &[],
+    )
+    .await
+    .unwrap();
     let factors = Factors::new(
         store.clone(),
-        Arc::new(seal),
+        keys,
         KeyHasher::new(Zeroizing::new(vec![1u8; 32])),
         TotpConfig::default(),
     )

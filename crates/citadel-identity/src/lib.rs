@@ -97,18 +97,19 @@ impl IdentityConfig {
 }
 
 impl SignIn {
-    /// Sign-in as configured: `sealing` is the authenticator-secrets key
-    /// (TOTP seeds), `hasher` the installation's keyed hash (recovery codes).
+    /// Sign-in as configured: `keys` is the key hierarchy (TOTP seeds are
+    /// sealed under its `authenticator` purpose), `hasher` the
+    /// installation's keyed hash (recovery codes).
     pub async fn from_config(
         store: citadel_store::Store,
         config: &IdentityConfig,
-        sealing: std::sync::Arc<citadel_crypto::SealingKey>,
+        keys: std::sync::Arc<citadel_crypto::Keyring>,
         hasher: KeyHasher,
     ) -> Result<Self, String> {
         let passwords = Passwords::new(config.password.clone())?;
         let factors = std::sync::Arc::new(Factors::new(
             store.clone(),
-            sealing,
+            keys,
             hasher,
             config.totp.clone(),
         )?);

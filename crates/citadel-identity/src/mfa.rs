@@ -1,9 +1,11 @@
 //! Second factors: TOTP authenticators (RFC 6238) and single-use recovery
 //! codes.
 //!
-//! TOTP seeds are sealed with AES-256-GCM under the installation's
-//! authenticator-secrets key, bound to the user's id, before they reach the
-//! database; they are opened only to check a code. A code is accepted once:
+//! TOTP seeds are sealed with AES-256-GCM under the `authenticator` data
+//! key of the key hierarchy (`citadel-crypto`'s keyring), bound to the
+//! user's id, before they reach the database; they are opened only to
+//! check a code, and re-sealed under the newest key version when an older
+//! one opened them (after a rotation). A code is accepted once:
 //! the time step it belongs to must be later than every step accepted
 //! before (RFC 6238 section 5.2), checked and recorded in one atomic update.
 //! Recovery codes are 80-bit random strings kept as keyed hashes.
@@ -11,7 +13,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use citadel_crypto::SealingKey;
+use citadel_crypto::Keyring;
 use citadel_store::{Store, TotpRecord, UserRecord};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -210,10 +212,13 @@ pub enum MfaError {
 /// Recovery codes per user.
 pub const RECOVERY_CODES: usize = 10;
 
+/// The keyring purpose TOTP seeds are sealed under.
+pub const AUTHENTICATOR_PURPOSE: &str = "authenticator";
+
 /// Second factors of people.
 pub struct Factors {
     store: Store,
-    sealing: Arc<SealingKey>,
+    keys: Arc<Keyring>,
     hasher: KeyHasher,
     config: TotpConfig,
 }
@@ -261,21 +266,26 @@ pub fn totp_code(
 }
 
 impl Factors {
-    /// Factors sealed with `sealing` (the authenticator-secrets key) and
-    /// recovery codes hashed with `hasher`.
+    /// Factors sealed under `keys`' `authenticator` purpose and recovery
+    /// codes hashed with `hasher`.
     pub fn new(
         store: Store,
-        sealing: Arc<SealingKey>,
+        keys: Arc<Keyring>,
         hasher: KeyHasher,
         config: TotpConfig,
     ) -> Result<Self, String> {
         config.validate()?;
         Ok(Self {
             store,
-            sealing,
+            keys,
             hasher,
             config,
         })
+    }
+
+    /// The key hierarchy seeds are sealed under.
+    pub fn keys(&self) -> &Arc<Keyring> {
+        &self.keys
     }
 
     /// The settings new authenticators get.
@@ -290,8 +300,8 @@ impl Factors {
         let mut seed = Zeroizing::new(vec![0u8; c.algorithm.seed_len()]);
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let sealed = self
-            .sealing
-            .seal(&seed_aad(&user.id), &seed)
+            .keys
+            .seal(AUTHENTICATOR_PURPOSE, &seed_aad(&user.id), &seed)
             .map_err(|e| MfaError::Make(e.to_string()))?;
         let t = totp(
             c.algorithm,
@@ -339,10 +349,66 @@ impl Factors {
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(&record.sealed_seed)
             .map_err(|_| MfaError::Corrupt(record.user_id.clone()))?;
-        self.sealing
-            .open(&seed_aad(&record.user_id), &sealed)
+        self.keys
+            .open(AUTHENTICATOR_PURPOSE, &seed_aad(&record.user_id), &sealed)
             .map(|_| ())
             .map_err(|_| MfaError::Sealed(record.user_id))
+    }
+
+    /// Opens a stored seed; one sealed under an older key version is
+    /// sealed again under the current one (lazy re-encryption).
+    async fn open_seed(&self, record: &TotpRecord) -> Result<Zeroizing<Vec<u8>>, MfaError> {
+        let user_id = &record.user_id;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&record.sealed_seed)
+            .map_err(|_| MfaError::Corrupt(user_id.clone()))?;
+        let (seed, version) = self
+            .keys
+            .open(AUTHENTICATOR_PURPOSE, &seed_aad(user_id), &sealed)
+            .map_err(|_| MfaError::Sealed(user_id.clone()))?;
+        if self.keys.needs_reseal(AUTHENTICATOR_PURPOSE, version) {
+            if let Err(e) = self.reseal(record, &seed).await {
+                tracing::warn!(user = %user_id, error = %e, "could not re-seal a TOTP seed under the current key; will retry on next use");
+            }
+        }
+        Ok(seed)
+    }
+
+    async fn reseal(&self, record: &TotpRecord, seed: &[u8]) -> Result<bool, MfaError> {
+        let fresh = self
+            .keys
+            .seal(AUTHENTICATOR_PURPOSE, &seed_aad(&record.user_id), seed)
+            .map_err(|e| MfaError::Make(e.to_string()))?;
+        let fresh = base64::engine::general_purpose::STANDARD.encode(fresh);
+        Ok(self
+            .store
+            .reseal_totp(&record.user_id, &record.sealed_seed, &fresh)
+            .await?)
+    }
+
+    /// Seals every stored seed that an older key version sealed under the
+    /// current one (after a rotation, instead of waiting for each use).
+    /// Returns how many were re-sealed.
+    pub async fn reseal_all(&self) -> Result<usize, MfaError> {
+        let mut n = 0;
+        for user_id in self.store.totp_user_ids().await? {
+            let Some(record) = self.store.get_totp(&user_id).await? else {
+                continue;
+            };
+            let sealed = base64::engine::general_purpose::STANDARD
+                .decode(&record.sealed_seed)
+                .map_err(|_| MfaError::Corrupt(user_id.clone()))?;
+            let (seed, version) = self
+                .keys
+                .open(AUTHENTICATOR_PURPOSE, &seed_aad(&user_id), &sealed)
+                .map_err(|_| MfaError::Sealed(user_id.clone()))?;
+            if self.keys.needs_reseal(AUTHENTICATOR_PURPOSE, version)
+                && self.reseal(&record, &seed).await?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Whether the user has a TOTP authenticator.
@@ -379,13 +445,7 @@ impl Factors {
         if code.len() != digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(FactorCheck::Malformed);
         }
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(&record.sealed_seed)
-            .map_err(|_| MfaError::Corrupt(user_id.to_owned()))?;
-        let seed = self
-            .sealing
-            .open(&seed_aad(user_id), &sealed)
-            .map_err(|_| MfaError::Sealed(user_id.to_owned()))?;
+        let seed = self.open_seed(&record).await?;
         let now_step = (now_ms.max(0) as u64) / 1000 / period;
         let skew = self.config.skew_steps as u64;
         let t = totp(algorithm, digits, period, seed.to_vec(), "", "x");
@@ -481,4 +541,4 @@ impl Factors {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -229,6 +229,29 @@ impl Store {
         row.as_ref().map(totp_from_row).transpose()
     }
 
+    /// Replaces a TOTP seed's sealing (re-encrypted under a newer key)
+    /// if it is still `old`: the seed, its settings and its replay guard
+    /// stay as they are. Whether it was replaced.
+    pub async fn reseal_totp(&self, user_id: &str, old: &str, new: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE totp_authenticators SET sealed_seed = $1 WHERE user_id = $2 AND sealed_seed = $3",
+        )
+        .bind(new)
+        .bind(user_id)
+        .bind(old)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The users who have a TOTP authenticator.
+    pub async fn totp_user_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT user_id FROM totp_authenticators ORDER BY user_id")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("user_id")?)).collect()
+    }
+
     /// Any one TOTP authenticator (to check the sealing key against).
     pub async fn any_totp(&self) -> Result<Option<TotpRecord>> {
         let row = sqlx::query(&format!(

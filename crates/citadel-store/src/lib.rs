@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod consent;
+mod data_keys;
 mod devices;
 mod events;
 mod identity;
@@ -26,6 +27,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use consent::ConsentRecord;
+pub use data_keys::DataKeyRecord;
 pub use devices::{DeviceRecord, RiskRecord, WorkloadRecord};
 pub use events::{EventAppender, EventQuery, EventRow, LoggedEvent};
 pub use identity::{PasskeyRecord, SessionRecord, ThrottleState, TotpRecord, UserCredentials};

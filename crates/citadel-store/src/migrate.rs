@@ -72,6 +72,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_consent.sql"),
         postgres: include_str!("../migrations/postgres/0010_consent.sql"),
     },
+    Migration {
+        version: 11,
+        description: "data keys",
+        sqlite: include_str!("../migrations/sqlite/0011_data_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0011_data_keys.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

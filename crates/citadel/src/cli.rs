@@ -82,6 +82,10 @@ pub enum Command {
     /// Risk scores of principals (what continuous verification hands to policy).
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// Data keys of the key hierarchy: list with ages, rotate, re-wrap
+    /// (API keys are `citadel key`).
+    #[command(subcommand)]
+    Keys(crate::keys_cli::KeysCommand),
     /// Data subjects' consent to purposes: grant, withdraw, receipts.
     #[command(subcommand)]
     Consent(crate::privacy_cli::ConsentCommand),
@@ -498,6 +502,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Privacy(cmd) => crate::privacy_cli::run(&data, &config, cmd),
+        Command::Keys(cmd) => {
+            crate::keys_cli::run(&data, &config, cli.database.as_deref(), cmd).await
+        }
         Command::Consent(cmd) => {
             data.ensure()?;
             let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;

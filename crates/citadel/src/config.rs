@@ -35,6 +35,8 @@ pub struct Config {
     pub identity: citadel_identity::IdentityConfig,
     /// `[privacy]`: detector rules, redaction.
     pub privacy: citadel_privacy::PrivacyConfig,
+    /// `[keys]`: the root key and data key rotation.
+    pub keys: citadel_crypto::KeysConfig,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             upstream: Vec::new(),
             identity: Default::default(),
             privacy: Default::default(),
+            keys: Default::default(),
         }
     }
 }
@@ -256,6 +259,14 @@ impl Config {
                 ),
             });
         }
+        config.keys.validate().map_err(|reason| ConfigError {
+            file: file.to_owned(),
+            line: text
+                .lines()
+                .position(|l| l.trim() == "[keys]" || l.trim() == "[keys.vault]")
+                .map_or(0, |i| i + 1),
+            reason,
+        })?;
         config.privacy.validate().map_err(|reason| ConfigError {
             file: file.to_owned(),
             line: text

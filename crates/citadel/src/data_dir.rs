@@ -111,18 +111,69 @@ impl DataDir {
         ))
     }
 
-    /// The key TOTP seeds and other authenticator secrets are sealed with
-    /// (`keys/authenticator-secrets.key`, created on first use). Replicas
-    /// must share it.
-    pub fn authenticator_key(&self) -> Result<std::sync::Arc<citadel_crypto::SealingKey>> {
-        let bytes = citadel_crypto::load_or_create_secret(
-            &self.root.join("keys").join("authenticator-secrets.key"),
-            citadel_crypto::KEY_LEN,
-        )
-        .context("authenticator secrets key")?;
-        let key =
-            citadel_crypto::SealingKey::from_bytes(&bytes).context("authenticator secrets key")?;
-        Ok(std::sync::Arc::new(key))
+    /// The root key as `[keys]` says: the key file (made on first use,
+    /// refused when others may read it), the environment, or Vault Transit.
+    pub fn root_key(&self, config: &Config) -> Result<citadel_crypto::RootKey> {
+        let keys = &config.keys;
+        Ok(match keys.root {
+            citadel_crypto::RootSource::File => {
+                let path = if keys.root_file.is_absolute() {
+                    keys.root_file.clone()
+                } else {
+                    self.root.join(&keys.root_file)
+                };
+                citadel_crypto::RootKey::from_file(&path)?
+            }
+            citadel_crypto::RootSource::Env => citadel_crypto::RootKey::from_env(&keys.root_env)?,
+            citadel_crypto::RootSource::VaultTransit => {
+                let vault = keys
+                    .vault
+                    .as_ref()
+                    .context("keys.root = \"vault_transit\" needs [keys.vault]")?;
+                let token = Zeroizing::new(std::env::var(&vault.token_env).with_context(|| {
+                    format!(
+                        "the Vault token is read from {}, which is not set",
+                        vault.token_env
+                    )
+                })?);
+                let ca = match &vault.ca {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("keys.vault.ca {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                citadel_crypto::RootKey::vault_transit(
+                    &vault.addr,
+                    &vault.key,
+                    token,
+                    ca.as_deref(),
+                )?
+            }
+        })
+    }
+
+    /// The key hierarchy: data keys for every purpose, unwrapped under the
+    /// root key. A key file from before the hierarchy
+    /// (`keys/authenticator-secrets.key`) becomes the `authenticator`
+    /// purpose's version 1, so seeds sealed with it still open.
+    pub async fn keyring(
+        &self,
+        store: &Store,
+        config: &Config,
+    ) -> Result<std::sync::Arc<citadel_crypto::Keyring>> {
+        let legacy_path = self.root.join("keys").join("authenticator-secrets.key");
+        let mut legacy = Vec::new();
+        if legacy_path.exists() {
+            legacy.push((
+                citadel_identity::mfa::AUTHENTICATOR_PURPOSE,
+                citadel_crypto::read_private_file(&legacy_path)
+                    .context("authenticator secrets key")?,
+            ));
+        }
+        citadel_crypto::Keyring::load(store.clone(), self.root_key(config)?, KEY_PURPOSES, &legacy)
+            .await
+            .context("the key hierarchy could not be loaded")
     }
 
     /// Sign-in (passwords, factors, sessions, throttle) for a CLI command,
@@ -148,15 +199,15 @@ impl DataDir {
         let signin = citadel_identity::SignIn::from_config(
             store.clone(),
             &config.identity,
-            self.authenticator_key()?,
+            self.keyring(store, config).await?,
             citadel_identity::KeyHasher::new(self.key_hash_secret()?),
         )
         .await
         .map_err(anyhow::Error::msg)?;
         signin.factors.check_key().await.map_err(|e| {
             anyhow::anyhow!(
-                "{e}: keys/authenticator-secrets.key is not the key the stored TOTP seeds were sealed with; \
-                 a replica must use the same key file as the others (copy it from the installation)"
+                "{e}: the stored TOTP seeds do not open with this installation's data keys; \
+                 a replica must use the same root key as the others (copy keys/root.key from the installation)"
             )
         })?;
         Ok(std::sync::Arc::new(signin))
@@ -276,6 +327,9 @@ impl DataDir {
         Ok(())
     }
 }
+
+/// The purposes the key hierarchy keeps data keys for.
+pub const KEY_PURPOSES: &[&str] = &[citadel_identity::mfa::AUTHENTICATOR_PURPOSE];
 
 /// Opens the store for a command, with a message that says what to check.
 pub async fn open_store(url: &str) -> Result<Store> {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod demo;
+pub mod keys_cli;
 pub mod machines_cli;
 pub mod privacy_cli;
 pub mod serve;

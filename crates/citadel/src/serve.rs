@@ -131,6 +131,20 @@ async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
     }
 }
 
+/// Records a key operation by the server itself (never the key).
+async fn record_key_event(sink: &EventSink, operation: &str, purpose: &str, version: u32) {
+    let event = SecurityEvent::change(
+        operation,
+        "citadel",
+        serde_json::json!({"type": "DataKey", "uid": format!("{purpose}/v{version}"), "purpose": purpose, "version": version}),
+    )
+    .actor_named("system", "citadel", "system")
+    .build();
+    if let Err(e) = sink.record_durable(event).await {
+        tracing::error!(error = %e, operation, "could not record a key operation");
+    }
+}
+
 /// Reloads the detector rules after their files changed, recording the
 /// outcome; on failure the rules in force stay.
 async fn reload_privacy_rules(privacy: &citadel_privacy::Privacy, sink: &EventSink) {
@@ -320,6 +334,41 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         },
     );
 
+    {
+        // The key hierarchy: record versions made at this start, pick up
+        // versions made elsewhere, rotate on schedule.
+        let keys = signin.factors.keys().clone();
+        for (purpose, version) in keys.take_made() {
+            record_key_event(&sink, "data_keys.create", &purpose, version).await;
+        }
+        let sink = sink.clone();
+        let rotate_after = config.keys.rotate_after;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = keys.refresh().await {
+                    tracing::error!(error = %e, "could not refresh the data keys");
+                    continue;
+                }
+                let Some(max_age) = rotate_after else {
+                    continue;
+                };
+                match keys
+                    .rotate_due(max_age, citadel_core::clock::now_ms())
+                    .await
+                {
+                    Ok(rotated) => {
+                        for (purpose, version) in rotated {
+                            tracing::info!(%purpose, version, "data key rotated on schedule");
+                            record_key_event(&sink, "data_keys.rotate", &purpose, version).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "scheduled data key rotation failed"),
+                }
+            }
+        });
+    }
     let privacy = Arc::new(data.privacy(&config)?);
     let consents = Arc::new(data.consents(store.clone(), &config)?);
     tracing::info!(

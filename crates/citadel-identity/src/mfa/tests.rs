@@ -52,10 +52,9 @@ async fn fixture(config: TotpConfig) -> (Factors, Store, UserRecord, tempfile::T
     let user = crate::create_user(&store, "alice", vec!["developer".into()])
         .await
         .unwrap();
-    let (key, _) = SealingKey::generate().unwrap();
     let factors = Factors::new(
         store.clone(),
-        Arc::new(key),
+        test_keyring(&store).await,
         KeyHasher::new(Zeroizing::new(vec![9u8; 32])),
         config,
     )
@@ -237,16 +236,56 @@ async fn another_installation_key_is_refused_when_seeds_exist() {
     factors.check_key().await.unwrap();
     factors.enroll_totp(&alice).await.unwrap();
     factors.check_key().await.unwrap();
-    let (other, _) = SealingKey::generate().unwrap();
-    let replica = Factors::new(
-        store,
-        Arc::new(other),
-        KeyHasher::new(Zeroizing::new(vec![9u8; 32])),
-        TotpConfig::default(),
+    // Another installation's root key does not even load the keyring.
+    let other = citadel_crypto::RootKey::generated().unwrap();
+    let err = citadel_crypto::Keyring::load(store, other, &[AUTHENTICATOR_PURPOSE], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, citadel_crypto::KeyError::WrongRoot { .. }));
+}
+
+#[tokio::test]
+async fn seeds_sealed_before_a_rotation_still_work_and_are_resealed() {
+    let (factors, store, alice, _d) = fixture(TotpConfig::default()).await;
+    let enrollment = factors.enroll_totp(&alice).await.unwrap();
+    let before = store.get_totp(&alice.id).await.unwrap().unwrap();
+    assert_eq!(factors.keys.rotate(AUTHENTICATOR_PURPOSE).await.unwrap(), 2);
+    // The seed still opens (version 1) and a code is accepted.
+    let now = 1_700_000_000_000;
+    let code = totp_code(
+        TotpAlgorithm::Sha1,
+        6,
+        30,
+        &seed_of(&enrollment),
+        (now / 1000) as u64,
+    );
+    assert_eq!(
+        factors.check_totp(&alice.id, &code, now).await.unwrap(),
+        FactorCheck::Accepted
+    );
+    // ... and was re-sealed under version 2, replay guard intact.
+    let after = store.get_totp(&alice.id).await.unwrap().unwrap();
+    assert_ne!(after.sealed_seed, before.sealed_seed);
+    assert_eq!(after.last_step, Some(now / 1000 / 30));
+    assert_eq!(
+        factors.check_totp(&alice.id, &code, now).await.unwrap(),
+        FactorCheck::Replayed
+    );
+    // A further rotation and an eager pass re-seal everything at once.
+    factors.keys.rotate(AUTHENTICATOR_PURPOSE).await.unwrap();
+    assert_eq!(factors.reseal_all().await.unwrap(), 1);
+    assert_eq!(factors.reseal_all().await.unwrap(), 0);
+    factors.check_key().await.unwrap();
+}
+
+/// A keyring on `store` with a root held only in memory.
+pub(crate) async fn test_keyring(store: &Store) -> Arc<citadel_crypto::Keyring> {
+    citadel_crypto::Keyring::load(
+        store.clone(),
+        citadel_crypto::RootKey::generated().unwrap(),
+        &[AUTHENTICATOR_PURPOSE],
+        &[],
     )
-    .unwrap();
-    assert!(matches!(
-        replica.check_key().await,
-        Err(MfaError::Sealed(_))
-    ));
+    .await
+    .unwrap()
 }

@@ -24,11 +24,10 @@ async fn fixture() -> Fixture {
         ..Default::default()
     })
     .unwrap();
-    let (key, _) = citadel_crypto::SealingKey::generate().unwrap();
     let factors = Arc::new(
         Factors::new(
             store.clone(),
-            Arc::new(key),
+            crate::mfa::tests::test_keyring(&store).await,
             KeyHasher::new(Zeroizing::new(vec![5u8; 32])),
             TotpConfig::default(),
         )

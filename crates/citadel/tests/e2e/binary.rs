@@ -685,3 +685,52 @@ fn consent_commands_grant_withdraw_and_print_receipts() {
     assert_eq!(receipt["consents"][0]["withdrawn_source"], "cli");
     assert_eq!(receipt["consents"][0]["current"], false);
 }
+
+#[test]
+fn keys_commands_list_rotate_and_move_the_data_keys_to_another_root() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = run(citadel(data.path()).args(["keys", "list", "--json"]));
+    assert!(ok, "{err}");
+    let keys: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(keys[0]["purpose"], "authenticator");
+    assert!(keys[0]["root"].as_str().unwrap().starts_with("file:"));
+
+    let (ok, out, err) = run(citadel(data.path()).args(["keys", "rotate", "--json"]));
+    assert!(ok, "{err}");
+    let rotated: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rotated[0]["version"], 2);
+
+    // Move to a root key in the environment: refused until re-wrapped.
+    std::fs::write(
+        data.path().join("citadel.toml"),
+        "[keys]\nroot = \"env\"\nroot_env = \"CITADEL_TEST_NEW_ROOT\"\n",
+    )
+    .unwrap();
+    let new_root = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let (ok, _, err) = run(citadel(data.path())
+        .env("CITADEL_TEST_NEW_ROOT", new_root)
+        .args(["keys", "list"]));
+    assert!(!ok);
+    assert!(err.contains("does not unwrap under the root key"), "{err}");
+    let (ok, out, err) = run(citadel(data.path())
+        .env("CITADEL_TEST_NEW_ROOT", new_root)
+        .args(["keys", "rewrap", "--json", "--from-file"])
+        .arg(data.path().join("keys/root.key")));
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["data_keys_rewrapped"], 2);
+    let (ok, out, err) = run(citadel(data.path())
+        .env("CITADEL_TEST_NEW_ROOT", new_root)
+        .args(["keys", "list", "--json"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("env:CITADEL_TEST_NEW_ROOT"), "{out}");
+
+    // A loose root key file is refused, with what to do.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(data.path().join("citadel.toml")).unwrap();
+    let key = data.path().join("keys/root.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, _, err) = run(citadel(data.path()).args(["keys", "list"]));
+    assert!(!ok);
+    assert!(err.contains("chmod 600"), "{err}");
+}

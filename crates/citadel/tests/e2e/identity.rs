@@ -821,3 +821,61 @@ unless { context.mfa && context.mfa_age_seconds < 900 };
     assert_eq!(send(&stepped).await.unwrap().status(), 200);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn data_key_rotation_keeps_totp_sign_in_working_and_is_recorded() {
+    let (c, _up) = start().await;
+    create_user(&c, "root", "admin").await;
+    let r = c
+        .admin_post("/api/v1/users/root/mfa/totp", Value::Null)
+        .await;
+    let enrolled: Value = r.json().await.unwrap();
+    let secret = secret_of(enrolled["otpauth_uri"].as_str().unwrap());
+
+    let keys = c.admin_get("/api/v1/data-keys").await;
+    assert_eq!(keys["keys"][0]["purpose"], "authenticator");
+    assert_eq!(keys["keys"][0]["version"], 1);
+    assert!(keys["root"].as_str().unwrap().starts_with("file:"));
+    let r = c
+        .admin_post(
+            "/api/v1/data-keys/rotate",
+            json!({"purpose": "authenticator"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let rotated: Value = r.json().await.unwrap();
+    assert_eq!(rotated["rotated"][0]["version"], 2);
+    let keys = c.admin_get("/api/v1/data-keys").await;
+    let current: Vec<&Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["version"], 2);
+    assert!(
+        !keys.to_string().contains("wrapped"),
+        "no key material is shown"
+    );
+
+    // The seed sealed under version 1 still signs in (and is re-sealed).
+    let r = login(
+        &c,
+        json!({"username": "root", "password": PASSWORD, "totp": totp_now(&secret, 0)}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    let (status, code, _) = code_of(
+        c.admin_post("/api/v1/data-keys/rotate", json!({"purpose": "nope"}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+
+    let events = all_event_bodies(&c).await;
+    assert!(events.contains("data_keys.create"), "first key recorded");
+    assert!(events.contains("data_keys.rotate"), "rotation recorded");
+    c.stop().await;
+}

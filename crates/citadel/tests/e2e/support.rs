@@ -172,7 +172,7 @@ impl Citadel {
             "api-key-hash.key",
             "audit-log.key",
             "subject-root.key",
-            "authenticator-secrets.key",
+            "root.key",
             "privacy-hash.key",
         ] {
             let key = std::fs::read(from.join(file)).unwrap();
