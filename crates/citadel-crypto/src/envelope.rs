@@ -54,23 +54,37 @@ impl SealingKey {
 
     /// Seals `plaintext` bound to `aad`: `nonce || ciphertext || tag`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
+        self.seal_append(aad, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`SealingKey::seal`], appending `nonce || ciphertext || tag` to
+    /// `out` (one copy of the plaintext, encrypted in place).
+    pub fn seal_append(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| SealError::Random)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
+        out.reserve(NONCE_LEN + plaintext.len() + 16);
         out.extend_from_slice(&nonce);
+        let start = out.len();
         out.extend_from_slice(plaintext);
-        let mut body = out.split_off(NONCE_LEN);
-        self.0
-            .seal_in_place_append_tag(
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
-                &mut body,
+                &mut out[start..],
             )
             .map_err(|_| SealError::Open)?;
-        out.extend_from_slice(&body);
-        Ok(out)
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
     }
 
     /// Opens what [`SealingKey::seal`] made with the same `aad`.

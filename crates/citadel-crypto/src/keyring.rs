@@ -559,11 +559,10 @@ impl Keyring {
     ) -> Result<Vec<u8>, KeyError> {
         let version = self.current_version(purpose)?;
         let key = self.key(purpose, version)?;
-        let body = key.seal(&record_aad(purpose, version, context), plaintext)?;
-        let mut out = Vec::with_capacity(HEADER + body.len());
+        let mut out = Vec::with_capacity(HEADER + 12 + plaintext.len() + 16);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&body);
+        key.seal_append(&record_aad(purpose, version, context), plaintext, &mut out)?;
         Ok(out)
     }
 
