@@ -19,7 +19,9 @@ use citadel_store::EventQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{audit_log, consent, data_keys, machines, people, AdminError, AdminState, OPENAPI};
+use crate::{
+    audit_log, consent, data_keys, machines, people, subjects, AdminError, AdminState, OPENAPI,
+};
 
 pub(crate) type ApiResult = Result<Json<Value>, AdminError>;
 
@@ -85,6 +87,9 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/risk",
             get(machines::get_risk).put(machines::set_risk),
         )
+        .route("/api/v1/subjects/export", post(subjects::export_api))
+        .route("/api/v1/subjects/erase", post(subjects::erase_api))
+        .route("/api/v1/privacy/purge", post(subjects::purge_api))
         .route("/api/v1/data-keys", get(data_keys::list))
         .route("/api/v1/data-keys/rotate", post(data_keys::rotate))
         .route("/api/v1/consent/purposes", get(consent::purposes))

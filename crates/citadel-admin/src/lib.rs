@@ -19,6 +19,7 @@ mod data_keys;
 mod error;
 mod machines;
 mod people;
+pub mod subjects;
 
 use std::sync::Arc;
 

@@ -303,6 +303,47 @@ impl SubjectVault {
         Ok(Opened::Restored)
     }
 
+    /// Seals `plaintext` under `subject_id`'s key (made on first use),
+    /// bound to `context` (the record it belongs to). Returns the
+    /// subject's reference and the sealed bytes. Erasing the subject makes
+    /// it unreadable, like their events' fields.
+    pub async fn seal_for(
+        &self,
+        subject_id: &str,
+        context: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(String, Vec<u8>), VaultError> {
+        let subject_ref = self.subject_ref(subject_id);
+        for _ in 0..2 {
+            self.ensure_keys(std::slice::from_ref(&subject_ref)).await?;
+            if let Some(Some(key)) = self.cached(&subject_ref) {
+                return Ok((
+                    subject_ref.clone(),
+                    key.seal(&record_aad(&subject_ref, context), plaintext)?,
+                ));
+            }
+            // Shredded a moment ago: make the new key.
+            self.cache.lock().remove(&subject_ref);
+        }
+        Err(VaultError::Key(citadel_crypto::SealError::Key))
+    }
+
+    /// Opens what [`SubjectVault::seal_for`] sealed; `None` once the
+    /// subject was erased (the key is gone).
+    pub async fn open_for(
+        &self,
+        subject_ref: &str,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        let stored = self.store.subject_keys(&[subject_ref.to_owned()]).await?;
+        let Some(Some(wrapped)) = stored.get(subject_ref) else {
+            return Ok(None);
+        };
+        let key = self.kek.unwrap_key(subject_ref.as_bytes(), wrapped)?;
+        Ok(key.open(&record_aad(subject_ref, context), sealed).ok())
+    }
+
     /// Erases a subject: destroys their key, so every sealed field of every
     /// event about them is unreadable from now on, everywhere it was copied.
     pub async fn erase(&self, subject_id: &str) -> Result<bool, VaultError> {
@@ -321,6 +362,12 @@ impl SubjectVault {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         cache.clear();
     }
+}
+
+fn record_aad(subject_ref: &str, context: &[u8]) -> Vec<u8> {
+    let mut aad = format!("citadel-subject-record-v1|{subject_ref}|").into_bytes();
+    aad.extend_from_slice(context);
+    aad
 }
 
 fn aad(event_id: &str, subject_ref: &str) -> Vec<u8> {

@@ -178,6 +178,10 @@ pub struct UpstreamConfig {
     /// each must name a data subject who consented to it.
     #[serde(default)]
     pub purpose: Option<String>,
+    /// Keep this upstream's prompts and answers, sealed per data subject,
+    /// instead of `[privacy] capture`.
+    #[serde(default)]
+    pub capture: Option<bool>,
 }
 
 impl UpstreamConfig {

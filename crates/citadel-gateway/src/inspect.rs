@@ -40,6 +40,8 @@ pub struct Inspected {
     /// Pseudonyms made from the request, to give back in the answer
     /// (empty unless `reidentify` is allowed).
     pub pseudonyms: Arc<PseudonymMap>,
+    /// Where the answer is captured, when the route captures.
+    pub(crate) capture: Option<crate::capture::CaptureTarget>,
 }
 
 /// The inspect layer.
@@ -217,6 +219,42 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
         );
     }
 
+    let capture = upstream
+        .config
+        .capture
+        .unwrap_or(state.privacy.config.capture)
+        .then(|| {
+            let subject_id = parts
+                .headers
+                .get(state.privacy.config.subject_header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= citadel_privacy::consent::MAX_SUBJECT_BYTES
+                        && !s.chars().any(char::is_control)
+                })
+                .map_or_else(|| principal.id.clone(), crate::capture::data_subject_id);
+            crate::capture::CaptureTarget {
+                subject_id,
+                request_id: info.id.clone(),
+                route: parts.uri.path().to_owned(),
+                model: model.clone(),
+                data_class: tally.class.unwrap_or(DataClass::Public).as_str(),
+            }
+        });
+    if let Some(target) = &capture {
+        // What left for the model (after redaction), and the pseudonyms.
+        let mut texts = Vec::new();
+        for_each_request_text(&mut json, &mut |t| texts.push(t.clone()));
+        crate::capture::store_capture(
+            &state,
+            target,
+            "prompt",
+            serde_json::to_string(&texts).unwrap_or_default(),
+        );
+        crate::capture::store_pseudonyms(&state, &target.subject_id, &pseudonyms);
+    }
     if applied.is_some() {
         parts.headers.remove(http::header::CONTENT_LENGTH);
     }
@@ -229,6 +267,7 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
         } else {
             PseudonymMap::default()
         }),
+        capture,
     };
     req.extensions_mut().insert(inspected.clone());
     let response = call_next(next, req).await;

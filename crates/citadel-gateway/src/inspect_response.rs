@@ -75,25 +75,17 @@ pub(crate) async fn inspect_answer(
     trail: Trail,
 ) -> GatewayResponse {
     let (info, trail) = (&info, &trail);
-    let Some(mode) = inspected.answer_mode else {
+    if inspected.answer_mode.is_none() && inspected.capture.is_none() {
         return response;
-    };
+    }
     let kind = content_type(&response);
     let success = response.status().is_success();
-    let redactor = state.privacy.redactor(mode);
+    let redactor = inspected.answer_mode.map(|m| state.privacy.redactor(m));
     let scanner = state.privacy.scanner();
     if kind.starts_with("text/event-stream") {
         let (mut parts, body) = response.into_parts();
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        let body = SseInspectBody::new(
-            body,
-            scanner,
-            redactor,
-            inspected.pseudonyms.clone(),
-            state.privacy.config.stream_hold_bytes,
-            info.clone(),
-            trail.clone(),
-        );
+        let body = SseInspectBody::new(body, &state, &inspected, info.clone(), trail.clone());
         return http::Response::from_parts(parts, body.boxed_unsync());
     }
     if !kind.starts_with("application/json") {
@@ -115,15 +107,32 @@ pub(crate) async fn inspect_answer(
     let mut tally = Tally::default();
     let mut reidentified = 0;
     let mut own = PseudonymMap::default();
+    let mut captured = Vec::new();
     for_each_answer_text(&mut json, &mut |_, text| {
-        let found = scanner.scan(text);
-        tally.add(&found);
-        let redacted = redactor.apply(text, &found, &mut own);
+        let redacted = match &redactor {
+            Some(r) => {
+                let found = scanner.scan(text);
+                tally.add(&found);
+                r.apply(text, &found, &mut own)
+            }
+            None => text.clone(),
+        };
+        if inspected.capture.is_some() {
+            captured.push(redacted.clone());
+        }
         *text = inspected
             .pseudonyms
             .reidentify_counting(&redacted, &mut reidentified);
     });
     record_answer(trail, &tally, reidentified);
+    if let Some(target) = &inspected.capture {
+        crate::capture::store_capture(
+            &state,
+            target,
+            "answer",
+            serde_json::to_string(&captured).unwrap_or_default(),
+        );
+    }
     parts.headers.remove(http::header::CONTENT_LENGTH);
     let out = serde_json::to_vec(&json).unwrap_or_default();
     http::Response::from_parts(parts, full(out))
@@ -146,19 +155,37 @@ async fn read_answer(mut body: GatewayBody, limit: usize) -> Result<Bytes, &'sta
 
 /// One choice's redaction state in a stream.
 struct ChoiceStream {
-    redactor: StreamRedactor,
+    /// `None` when answers are only captured, not redacted.
+    redactor: Option<StreamRedactor>,
     reidentifier: StreamReidentifier,
+    /// The redacted text so far, when capturing (bounded).
+    captured: String,
 }
+
+impl ChoiceStream {
+    fn tally(&self) -> Tally {
+        self.redactor
+            .as_ref()
+            .map(|r| r.tally.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Most answer text captured per choice.
+const MAX_CAPTURE_BYTES: usize = 1 << 20;
 
 /// A streamed answer, redacted event by event.
 struct SseInspectBody {
     inner: GatewayBody,
     scanner: Arc<Scanner>,
-    redactor: Arc<Redactor>,
+    redactor: Option<Arc<Redactor>>,
     pseudonyms: Arc<PseudonymMap>,
     hold: usize,
     info: RequestInfo,
     trail: Trail,
+    capture: Option<(Arc<GatewayState>, crate::capture::CaptureTarget)>,
+    /// Captured text of choices already finished.
+    captured: Vec<String>,
     buffer: BytesMut,
     out: VecDeque<Bytes>,
     choices: BTreeMap<u64, ChoiceStream>,
@@ -176,21 +203,21 @@ struct SseInspectBody {
 impl SseInspectBody {
     fn new(
         inner: GatewayBody,
-        scanner: Arc<Scanner>,
-        redactor: Arc<Redactor>,
-        pseudonyms: Arc<PseudonymMap>,
-        hold: usize,
+        state: &Arc<GatewayState>,
+        inspected: &Inspected,
         info: RequestInfo,
         trail: Trail,
     ) -> Self {
         Self {
             inner,
-            scanner,
-            redactor,
-            pseudonyms,
-            hold,
+            scanner: state.privacy.scanner(),
+            redactor: inspected.answer_mode.map(|m| state.privacy.redactor(m)),
+            pseudonyms: inspected.pseudonyms.clone(),
+            hold: state.privacy.config.stream_hold_bytes,
             info,
             trail,
+            capture: inspected.capture.clone().map(|t| (state.clone(), t)),
+            captured: Vec::new(),
             buffer: BytesMut::new(),
             out: VecDeque::new(),
             choices: BTreeMap::new(),
@@ -206,8 +233,9 @@ impl SseInspectBody {
     fn choice(&mut self, index: u64) -> &mut ChoiceStream {
         let (scanner, redactor, hold) = (self.scanner.clone(), self.redactor.clone(), self.hold);
         self.choices.entry(index).or_insert_with(|| ChoiceStream {
-            redactor: StreamRedactor::new(scanner, redactor, hold),
+            redactor: redactor.map(|r| StreamRedactor::new(scanner, r, hold)),
             reidentifier: StreamReidentifier::default(),
+            captured: String::new(),
         })
     }
 
@@ -215,8 +243,15 @@ impl SseInspectBody {
     fn pass(&mut self, index: u64, text: &str) -> String {
         let pseudonyms = self.pseudonyms.clone();
         let mut own = std::mem::take(&mut self.own);
+        let capturing = self.capture.is_some();
         let c = self.choice(index);
-        let redacted = c.redactor.push(text, &mut own);
+        let redacted = match &mut c.redactor {
+            Some(r) => r.push(text, &mut own),
+            None => text.to_owned(),
+        };
+        if capturing && c.captured.len() < MAX_CAPTURE_BYTES {
+            c.captured.push_str(&redacted);
+        }
         let out = c.reidentifier.push(&redacted, &pseudonyms);
         self.own = own;
         out
@@ -230,7 +265,13 @@ impl SseInspectBody {
             self.own = own;
             return String::new();
         };
-        let redacted = c.redactor.finish(&mut own);
+        let redacted = match &mut c.redactor {
+            Some(r) => r.finish(&mut own),
+            None => String::new(),
+        };
+        if c.captured.len() < MAX_CAPTURE_BYTES {
+            c.captured.push_str(&redacted);
+        }
         let mut out = c.reidentifier.push(&redacted, &pseudonyms);
         out.push_str(&c.reidentifier.finish(&pseudonyms));
         self.own = own;
@@ -277,8 +318,9 @@ impl SseInspectBody {
             &self.info.id,
         ));
         for c in std::mem::take(&mut self.choices).into_values() {
-            self.finished_tally.merge(&c.redactor.tally);
+            self.finished_tally.merge(&c.tally());
             self.reidentified += c.reidentifier.replaced;
+            self.captured.push(c.captured);
         }
         self.done = true;
     }
@@ -344,8 +386,9 @@ impl SseInspectBody {
                 }
             }
             if let Some(c) = self.choices.remove(index) {
-                self.finished_tally.merge(&c.redactor.tally);
+                self.finished_tally.merge(&c.tally());
                 self.reidentified += c.reidentifier.replaced;
+                self.captured.push(c.captured);
             }
         }
         for_each_answer_text(&mut chunk, &mut |index, text| {
@@ -394,11 +437,21 @@ impl SseInspectBody {
         self.recorded = true;
         let mut tally = self.finished_tally.clone();
         let mut reidentified = self.reidentified;
+        let mut captured = std::mem::take(&mut self.captured);
         for c in self.choices.values() {
-            tally.merge(&c.redactor.tally);
+            tally.merge(&c.tally());
             reidentified += c.reidentifier.replaced;
+            captured.push(c.captured.clone());
         }
         record_answer(&self.trail, &tally, reidentified);
+        if let Some((state, target)) = &self.capture {
+            crate::capture::store_capture(
+                state,
+                target,
+                "answer",
+                serde_json::to_string(&captured).unwrap_or_default(),
+            );
+        }
     }
 }
 

@@ -28,6 +28,7 @@
 pub mod authenticate;
 pub mod authorize;
 mod body;
+pub mod capture;
 pub mod config;
 pub mod consent;
 pub mod context;

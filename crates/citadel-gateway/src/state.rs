@@ -33,6 +33,10 @@ pub struct GatewayState {
     pub privacy: Arc<citadel_privacy::Privacy>,
     /// Data subjects' consent to purposes.
     pub consents: Arc<citadel_privacy::Consents>,
+    /// Per-subject keys (captures and pseudonyms are sealed under them).
+    pub vault: Arc<citadel_audit::SubjectVault>,
+    /// The store (captures, pseudonyms).
+    pub store: citadel_store::Store,
     /// Security event sink.
     pub sink: Arc<EventSink>,
     /// Metrics.
@@ -82,6 +86,8 @@ impl GatewayState {
         policy: Arc<PolicyEngine>,
         privacy: Arc<citadel_privacy::Privacy>,
         consents: Arc<citadel_privacy::Consents>,
+        vault: Arc<citadel_audit::SubjectVault>,
+        store: citadel_store::Store,
         sink: Arc<EventSink>,
         metrics: Arc<GatewayMetrics>,
     ) -> Result<Arc<Self>, BuildError> {
@@ -115,6 +121,8 @@ impl GatewayState {
             policy,
             privacy,
             consents,
+            vault,
+            store,
             sink,
             metrics,
             limiter,

@@ -64,6 +64,57 @@ pub struct PrivacyConfig {
     pub subject_header: String,
     /// `[[privacy.purpose]]`: what data may be used for, with consent texts.
     pub purpose: Vec<crate::consent::PurposeConfig>,
+    /// Keep prompts and answers of model requests, sealed per data subject
+    /// (off by default; an upstream may set its own `capture`).
+    pub capture: bool,
+    /// `[[privacy.retention]]`: how long captured records are kept.
+    pub retention: Vec<RetentionRule>,
+    /// How often the retention purge runs.
+    #[serde(deserialize_with = "duration")]
+    pub purge_interval: std::time::Duration,
+}
+
+/// What a retention rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// The text a request sent (its content; the row stays).
+    Prompt,
+    /// The answer (its content; the row stays).
+    Answer,
+    /// The capture's metadata row itself (route, model, class, time).
+    Metadata,
+}
+
+impl RecordKind {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prompt => "prompt",
+            Self::Answer => "answer",
+            Self::Metadata => "metadata",
+        }
+    }
+}
+
+/// `[[privacy.retention]]`: records of `record` kind (and `class`, if set)
+/// are purged once older than `keep`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// `prompt`, `answer` or `metadata`.
+    pub record: RecordKind,
+    /// Only records of this data class (default: every class).
+    #[serde(default)]
+    pub class: Option<crate::DataClass>,
+    /// How long they are kept (`30d`, `12h`, …).
+    #[serde(deserialize_with = "duration")]
+    pub keep: std::time::Duration,
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    citadel_core::clock::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 impl Default for PrivacyConfig {
@@ -76,6 +127,9 @@ impl Default for PrivacyConfig {
             max_answer_bytes: 16 * 1024 * 1024,
             subject_header: "x-data-subject".into(),
             purpose: Vec::new(),
+            capture: false,
+            retention: Vec::new(),
+            purge_interval: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -96,6 +150,15 @@ impl PrivacyConfig {
             return Err(format!(
                 "privacy.subject_header {:?} is not a valid header name",
                 self.subject_header
+            ));
+        }
+        if self.purge_interval < std::time::Duration::from_secs(1) {
+            return Err("privacy.purge_interval must be at least 1s".into());
+        }
+        if let Some(r) = self.retention.iter().find(|r| r.keep.is_zero()) {
+            return Err(format!(
+                "privacy.retention for {}: keep must be more than 0",
+                r.record.as_str()
             ));
         }
         crate::consent::validate_purposes(&self.purpose)

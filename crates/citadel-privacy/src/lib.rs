@@ -33,7 +33,7 @@ mod stream;
 mod validate;
 
 pub use class::DataClass;
-pub use config::{seed_rules, Privacy, PrivacyConfig, Redaction};
+pub use config::{seed_rules, Privacy, PrivacyConfig, RecordKind, Redaction, RetentionRule};
 pub use consent::{ConsentError, Consents, PurposeConfig};
 pub use redact::{Mode, Pseudonym, PseudonymMap, Redactor};
 pub use rules::{RuleProblem, RuleProblems};

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod captures;
 mod consent;
 mod data_keys;
 mod devices;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use captures::{CaptureRecord, PseudonymRecord};
 pub use consent::ConsentRecord;
 pub use data_keys::DataKeyRecord;
 pub use devices::{DeviceRecord, RiskRecord, WorkloadRecord};

@@ -78,6 +78,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_data_keys.sql"),
         postgres: include_str!("../migrations/postgres/0011_data_keys.sql"),
     },
+    Migration {
+        version: 12,
+        description: "captures and pseudonyms",
+        sqlite: include_str!("../migrations/sqlite/0012_captures.sql"),
+        postgres: include_str!("../migrations/postgres/0012_captures.sql"),
+    },
 ];
 
 /// Applies every migration newer than the database's version.

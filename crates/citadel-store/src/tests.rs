@@ -362,3 +362,75 @@ async fn consent_grants_withdrawals_and_receipts(s: &Store) {
 async fn consent_on_both_backends() {
     on_both_backends!(consent_grants_withdrawals_and_receipts);
 }
+
+async fn captures_purge_and_subject_deletion(s: &Store) {
+    let capture = |id: &str, kind: &str, class: &str, at: i64| crate::CaptureRecord {
+        id: id.into(),
+        request_id: format!("r-{id}"),
+        subject_ref: "subj".into(),
+        kind: kind.into(),
+        route: "/v1/chat/completions".into(),
+        model: "m".into(),
+        data_class: class.into(),
+        created_at: at,
+        sealed: Some("c2VhbGVk".into()),
+        purged_at: None,
+    };
+    s.insert_capture(&capture("a", "prompt", "restricted", 10))
+        .await
+        .unwrap();
+    s.insert_capture(&capture("b", "answer", "restricted", 10))
+        .await
+        .unwrap();
+    s.insert_capture(&capture("c", "prompt", "public", 10))
+        .await
+        .unwrap();
+    s.insert_capture(&capture("d", "prompt", "restricted", 50))
+        .await
+        .unwrap();
+    // Prompts of restricted data older than 20: only "a".
+    assert_eq!(
+        s.purge_capture_content("prompt", Some("restricted"), 20, 99)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.purge_capture_content("prompt", Some("restricted"), 20, 99)
+            .await
+            .unwrap(),
+        0
+    );
+    let all = s.captures_of("subj").await.unwrap();
+    let a = all.iter().find(|c| c.id == "a").unwrap();
+    assert_eq!((a.sealed.clone(), a.purged_at), (None, Some(99)));
+    assert!(all.iter().find(|c| c.id == "b").unwrap().sealed.is_some());
+    // Every prompt older than 20, any class: "c".
+    assert_eq!(
+        s.purge_capture_content("prompt", None, 20, 99)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.delete_captures(None, 20).await.unwrap(), 3);
+    s.insert_pseudonym(&crate::PseudonymRecord {
+        token: "<E_1>".into(),
+        subject_ref: "subj".into(),
+        kind: "E".into(),
+        sealed: "eA==".into(),
+        created_at: 1,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.pseudonyms_of("subj").await.unwrap().len(), 1);
+    assert_eq!(
+        s.delete_subject_records("subj", "cref").await.unwrap(),
+        (1, 1, 0)
+    );
+    assert!(s.captures_of("subj").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn captures_on_both_backends() {
+    on_both_backends!(captures_purge_and_subject_deletion);
+}

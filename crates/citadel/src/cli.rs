@@ -86,6 +86,9 @@ pub enum Command {
     /// (API keys are `citadel key`).
     #[command(subcommand)]
     Keys(crate::keys_cli::KeysCommand),
+    /// Data subjects: export everything held about one, or erase them.
+    #[command(subcommand)]
+    Subject(crate::privacy_cli::SubjectCommand),
     /// Data subjects' consent to purposes: grant, withdraw, receipts.
     #[command(subcommand)]
     Consent(crate::privacy_cli::ConsentCommand),
@@ -501,9 +504,35 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
+        Command::Privacy(crate::privacy_cli::PrivacyCommand::Purge { json }) => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            let results =
+                citadel_admin::subjects::purge(&store, &config.privacy.retention, clock::now_ms())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+            let total: u64 = results.iter().filter_map(|r| r["purged"].as_u64()).sum();
+            record_event_and_print(
+                &store,
+                "privacy.purge",
+                citadel_admin::subjects::purge_resource(&results),
+                &results,
+                json,
+                &format!(
+                    "{total} records purged by {} retention rules",
+                    results.len()
+                ),
+            )
+            .await
+        }
         Command::Privacy(cmd) => crate::privacy_cli::run(&data, &config, cmd),
         Command::Keys(cmd) => {
             crate::keys_cli::run(&data, &config, cli.database.as_deref(), cmd).await
+        }
+        Command::Subject(cmd) => {
+            data.ensure()?;
+            let store = open_store(&data.database_url(cli.database.as_deref(), &config)).await?;
+            crate::privacy_cli::run_subject(&data, &config, &store, cmd).await
         }
         Command::Consent(cmd) => {
             data.ensure()?;

@@ -47,6 +47,13 @@ pub enum PrivacyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the retention purge now (`[[privacy.retention]]`); the server
+    /// runs it every `privacy.purge_interval`.
+    Purge {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn read_stdin() -> Result<String> {
@@ -138,6 +145,11 @@ pub fn run(data: &DataDir, config: &Config, cmd: PrivacyCommand) -> Result<()> {
                     .join(", ")
             );
             Ok(())
+        }
+        PrivacyCommand::Purge { .. } => {
+            anyhow::bail!(
+                "the purge needs the database; it is run by `citadel privacy purge` directly"
+            )
         }
         PrivacyCommand::Detectors { json } => {
             let privacy = privacy_with(data, config, &[])?;
@@ -286,5 +298,84 @@ pub async fn run_consent(
             .await
         }
         ConsentCommand::Receipt { subject } => print_json(&consents.receipt(&subject).await?),
+    }
+}
+
+/// `citadel subject`.
+#[derive(Debug, Subcommand)]
+pub enum SubjectCommand {
+    /// Everything held about a data subject, decrypted, as JSON: captured
+    /// prompts and answers, pseudonyms with their values, consent.
+    Export {
+        /// The data subject (as requests name it in the subject header).
+        subject: String,
+        /// SUBJECT is a principal id (captures of callers who named no subject).
+        #[arg(long)]
+        principal: bool,
+    },
+    /// Erase a data subject: destroy their key (crypto-shredding: what was
+    /// sealed under it is unreadable everywhere, backups included), delete
+    /// what is filed under them, and record a tombstone event.
+    Erase {
+        /// The data subject.
+        subject: String,
+        /// SUBJECT is a principal id.
+        #[arg(long)]
+        principal: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `citadel subject` command.
+pub async fn run_subject(
+    data: &DataDir,
+    config: &Config,
+    store: &citadel_store::Store,
+    cmd: SubjectCommand,
+) -> Result<()> {
+    let vault = data.subject_vault(store).await?;
+    let consents = data.consents(store.clone(), config)?;
+    let subject_data = citadel_admin::subjects::SubjectData {
+        store,
+        vault: &vault,
+        consents: &consents,
+    };
+    let who = |subject: String, principal: bool| citadel_admin::subjects::SubjectName {
+        subject,
+        principal,
+    };
+    match cmd {
+        SubjectCommand::Export { subject, principal } => {
+            let export = citadel_admin::subjects::export(&subject_data, &who(subject, principal))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+            crate::cli::print_json(&export)
+        }
+        SubjectCommand::Erase {
+            subject,
+            principal,
+            json,
+        } => {
+            let tombstone = citadel_admin::subjects::erase(&subject_data, &who(subject, principal))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+            crate::cli::record_event_and_print(
+                store,
+                "subjects.erase",
+                tombstone.clone(),
+                &tombstone,
+                json,
+                &format!(
+                    "erased: key destroyed {}, {} captures, {} pseudonyms and {} consent records deleted",
+                    tombstone["key_destroyed"],
+                    tombstone["captures_deleted"],
+                    tombstone["pseudonyms_deleted"],
+                    tombstone["consents_deleted"]
+                ),
+            )
+            .await
+        }
     }
 }

@@ -64,6 +64,8 @@ pub struct Running {
     pub policy: Arc<PolicyEngine>,
     /// The tamper-evident log (a last checkpoint at shutdown).
     pub log: Arc<citadel_audit::AuditLog>,
+    /// Per-subject keys (for tests of erasure).
+    pub vault: Arc<citadel_audit::SubjectVault>,
     exporters: Vec<tokio::task::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
@@ -369,6 +371,38 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             }
         });
     }
+    if !config.privacy.retention.is_empty() {
+        // Retention: purge what has expired, leaving the evidence.
+        let (store, sink) = (store.clone(), sink.clone());
+        let rules = config.privacy.retention.clone();
+        let every = config.privacy.purge_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match citadel_admin::subjects::purge(&store, &rules, citadel_core::clock::now_ms())
+                    .await
+                {
+                    Ok(results) => {
+                        if results.iter().all(|r| r["purged"] == 0) {
+                            continue;
+                        }
+                        let event = SecurityEvent::change(
+                            "privacy.purge",
+                            "citadel",
+                            citadel_admin::subjects::purge_resource(&results),
+                        )
+                        .actor_named("system", "citadel", "system")
+                        .build();
+                        if let Err(e) = sink.record_durable(event).await {
+                            tracing::error!(error = %e, "could not record the retention purge");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e.0.message, "retention purge failed"),
+                }
+            }
+        });
+    }
     let privacy = Arc::new(data.privacy(&config)?);
     let consents = Arc::new(data.consents(store.clone(), &config)?);
     tracing::info!(
@@ -412,6 +446,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
             insecure_plaintext: false,
             redact: None,
             purpose: None,
+            capture: None,
         });
         tracing::info!(%addr, "demo model server started");
     }
@@ -452,6 +487,8 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         policy.clone(),
         privacy.clone(),
         consents.clone(),
+        vault.clone(),
+        store.clone(),
         sink.clone(),
         metrics.clone(),
     )?;
@@ -534,6 +571,7 @@ pub async fn start(request: ServeRequest) -> Result<Running> {
         sink,
         policy,
         log,
+        vault: gateway.vault.clone(),
         exporters,
         shutdown,
         listeners,

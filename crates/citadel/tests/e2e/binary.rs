@@ -734,3 +734,37 @@ fn keys_commands_list_rotate_and_move_the_data_keys_to_another_root() {
     assert!(!ok);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn subject_commands_export_and_erase() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("citadel.toml"),
+        "[[privacy.purpose]]\nname = \"support\"\nversion = \"1\"\ntext = \"I agree.\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(citadel(data.path()).args(["consent", "grant", "cust-3", "support"]));
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(citadel(data.path()).args(["subject", "export", "cust-3"]));
+    assert!(ok, "{err}");
+    let export: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(export["format"], "citadel-subject-export/1");
+    assert_eq!(export["consent"]["consents"][0]["purpose"], "support");
+
+    let (ok, out, err) = run(citadel(data.path()).args(["subject", "erase", "cust-3", "--json"]));
+    assert!(ok, "{err}");
+    let tombstone: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(tombstone["consents_deleted"], 1);
+    assert!(
+        !out.contains("cust-3"),
+        "the tombstone names the subject only by its keyed hash"
+    );
+    let (ok, out, _) = run(citadel(data.path()).args(["subject", "export", "cust-3"]));
+    assert!(ok);
+    let export: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(export["consent"]["consents"].as_array().unwrap().is_empty());
+
+    let (ok, _, err) = run(citadel(data.path()).args(["subject", "export", ""]));
+    assert!(!ok);
+    assert!(err.contains("1 to 256 bytes"), "{err}");
+}

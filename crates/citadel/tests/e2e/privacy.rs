@@ -572,3 +572,165 @@ text = "I agree that my messages are processed by a language model to answer me.
         .all(|e| e.body["resources"][0]["purpose"] == "inference"));
     c.stop().await;
 }
+
+/// Exports a subject through the admin API.
+async fn export_subject(c: &Citadel, subject: &str) -> Value {
+    let r = c
+        .admin_post("/api/v1/subjects/export", json!({"subject": subject}))
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn captures_are_sealed_per_subject_exported_purged_on_schedule_and_erased_for_good() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let extra = format!(
+        r#"
+[[upstream]]
+name = "local"
+url = "http://{addr}"
+kind = "openai"
+models = ["echo"]
+placement = "on_prem"
+capture = true
+
+[privacy]
+redact = "pseudonymize"
+
+[[privacy.retention]]
+record = "answer"
+keep = "1s"
+
+[[privacy.purpose]]
+name = "support"
+version = "1"
+text = "I agree."
+"#
+    );
+    let c = Citadel::start(&extra).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let ask = |text: String| {
+        c.client
+            .post(format!("{}/v1/chat/completions", c.gateway))
+            .bearer_auth(&key)
+            .header("x-data-subject", "cust-9")
+            .json(&user("echo", &text, false))
+            .send()
+    };
+    let r = ask(format!("My address is {EMAIL}, please reply there."))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    c.admin_post(
+        "/api/v1/consent/grant",
+        json!({"subject": "cust-9", "purpose": "support"}),
+    )
+    .await;
+
+    // Captures are written after the answer: wait for both.
+    let mut export = Value::Null;
+    for _ in 0..50 {
+        export = export_subject(&c, "cust-9").await;
+        if export["captures"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let captures = export["captures"].as_array().unwrap();
+    assert_eq!(captures.len(), 2, "{export}");
+    let prompt = captures.iter().find(|c| c["kind"] == "prompt").unwrap();
+    assert_eq!(prompt["state"], "readable");
+    let sent = prompt["content"][1].as_str().unwrap();
+    assert!(
+        sent.contains("<EMAIL_ADDRESS_") && !sent.contains("alice"),
+        "captured as sent: {sent}"
+    );
+    let answer = captures.iter().find(|c| c["kind"] == "answer").unwrap();
+    assert_eq!(answer["state"], "readable");
+    assert_eq!(export["pseudonyms"][0]["value"], EMAIL);
+    assert_eq!(export["consent"]["consents"][0]["purpose"], "support");
+    // Another subject sees none of it.
+    assert!(export_subject(&c, "cust-10").await["captures"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Retention: answers are kept one second; the purge leaves the row and
+    // the evidence, not the content.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.admin_post("/api/v1/privacy/purge", Value::Null).await;
+    assert_eq!(r.status(), 200);
+    let purged: Value = r.json().await.unwrap();
+    assert_eq!(purged["purged"][0]["purged"], 1);
+    let export = export_subject(&c, "cust-9").await;
+    let answer = export["captures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "answer")
+        .unwrap()
+        .clone();
+    assert_eq!(answer["state"], "purged");
+    assert!(answer["content"].is_null());
+
+    // Erasure: keep a sealed copy, as a backup would, then erase.
+    let store = &c.running().store;
+    let vault = c.running().vault.clone();
+    let subject_ref = vault.subject_ref("data-subject:cust-9");
+    let backup = store.captures_of(&subject_ref).await.unwrap();
+    let sealed_prompt = backup.iter().find(|c| c.kind == "prompt").unwrap().clone();
+    let r = c
+        .admin_post("/api/v1/subjects/erase", json!({"subject": "cust-9"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let tombstone: Value = r.json().await.unwrap();
+    assert_eq!(tombstone["key_destroyed"], true);
+    assert_eq!(tombstone["captures_deleted"], 2);
+    assert_eq!(tombstone["pseudonyms_deleted"], 1);
+    assert_eq!(tombstone["consents_deleted"], 1);
+    let export = export_subject(&c, "cust-9").await;
+    assert!(export["captures"].as_array().unwrap().is_empty());
+    assert!(export["pseudonyms"].as_array().unwrap().is_empty());
+    assert!(export["consent"]["consents"].as_array().unwrap().is_empty());
+    // The backup copy no longer opens: its key is gone.
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        sealed_prompt.sealed.as_deref().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        vault
+            .open_for(&subject_ref, sealed_prompt.id.as_bytes(), &bytes)
+            .await
+            .unwrap(),
+        None
+    );
+    // Nothing readable of the subject is in the store's files.
+    c.flush().await;
+    for file in ["citadel.db", "citadel.db-wal"] {
+        let path = c.data.path().join(file);
+        if let Ok(raw) = std::fs::read(&path) {
+            let text = String::from_utf8_lossy(&raw);
+            assert!(
+                !text.contains("alice.smith"),
+                "{file} holds the e-mail address"
+            );
+            assert!(!text.contains("cust-9"), "{file} holds the subject's name");
+        }
+    }
+    // The tombstone is on record.
+    let (events, _) = store
+        .query_events(&citadel_store::EventQuery::default())
+        .await
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.body["api"]["operation"] == "subjects.erase"
+            && e.body["resources"][0]["uid"] == subject_ref.as_str()));
+    assert!(events
+        .iter()
+        .any(|e| e.body["api"]["operation"] == "privacy.purge"));
+    c.stop().await;
+}
