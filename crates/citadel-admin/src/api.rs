@@ -90,6 +90,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/subjects/export", post(subjects::export_api))
         .route("/api/v1/subjects/erase", post(subjects::erase_api))
         .route("/api/v1/privacy/purge", post(subjects::purge_api))
+        .route("/api/v1/privacy", get(subjects::settings_api))
+        .route("/api/v1/privacy/scan", post(subjects::scan_api))
         .route("/api/v1/data-keys", get(data_keys::list))
         .route("/api/v1/data-keys/rotate", post(data_keys::rotate))
         .route("/api/v1/consent/purposes", get(consent::purposes))

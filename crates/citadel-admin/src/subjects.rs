@@ -250,3 +250,69 @@ fn subject_data(state: &AdminState) -> SubjectData<'_> {
         consents: &state.gateway.consents,
     }
 }
+
+/// `GET /api/v1/privacy`: the detectors in force (types and classes), the
+/// redaction mode, the purposes, the retention rules and capture setting.
+pub(crate) async fn settings_api(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
+    authorize(&state, &caller, "privacy.read", "privacy").await?;
+    let privacy = &state.gateway.privacy;
+    let detectors: Vec<Value> = privacy
+        .scanner()
+        .kinds()
+        .into_iter()
+        .map(|(k, c)| json!({"type": &*k, "class": c}))
+        .collect();
+    let retention: Vec<Value> = privacy
+        .config
+        .retention
+        .iter()
+        .map(|r| json!({"record": r.record.as_str(), "class": r.class, "keep_seconds": r.keep.as_secs()}))
+        .collect();
+    let purposes: Vec<Value> = state
+        .gateway
+        .consents
+        .purposes()
+        .map(|p| json!({"name": p.name, "version": p.version}))
+        .collect();
+    Ok(Json(json!({
+        "detectors": detectors,
+        "rule_paths": privacy.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "redact": privacy.config.redact.mode().map_or("none", citadel_privacy::Mode::as_str),
+        "min_confidence": privacy.config.min_confidence,
+        "capture": privacy.config.capture,
+        "retention": retention,
+        "purposes": purposes,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScanRequest {
+    text: String,
+}
+
+/// Longest text `POST /api/v1/privacy/scan` takes.
+const MAX_SCAN_BYTES: usize = 1 << 20;
+
+/// `POST /api/v1/privacy/scan` `{"text"}`: the findings in a text, as
+/// `citadel privacy scan --json` gives them (the text is not stored or
+/// recorded).
+pub(crate) async fn scan_api(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<ScanRequest>, JsonRejection>,
+) -> ApiResult {
+    authorize(&state, &caller, "privacy.read", "privacy").await?;
+    let body = json_body(body)?;
+    if body.text.len() > MAX_SCAN_BYTES {
+        return Err(AdminError::new(
+            ErrorCode::PayloadTooLarge,
+            "scan at most 1 MiB of text per call",
+        ));
+    }
+    let findings = state.gateway.privacy.scanner().scan(&body.text);
+    Ok(Json(json!({"findings": findings})))
+}

@@ -61,6 +61,7 @@ pub const ADMIN_OPERATIONS: &[&str] = &[
     "risk.read",
     "consent.read",
     "data_keys.read",
+    "privacy.read",
     "devices.list",
     "workloads.list",
     "consent.write",

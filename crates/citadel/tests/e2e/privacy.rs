@@ -734,3 +734,33 @@ text = "I agree."
         .any(|e| e.body["api"]["operation"] == "privacy.purge"));
     c.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_shows_the_privacy_settings_and_scans_text() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"hash\"")).await;
+    let settings = c.admin_get("/api/v1/privacy").await;
+    assert_eq!(settings["redact"], "hash");
+    assert!(settings["detectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["type"] == "IBAN_CODE" && d["class"] == "restricted"));
+    let r = c
+        .admin_post(
+            "/api/v1/privacy/scan",
+            json!({"text": format!("mail {EMAIL}")}),
+        )
+        .await;
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found["findings"][0]["type"], "EMAIL_ADDRESS");
+    assert_eq!(found["findings"][0]["start"], 5);
+    let (status, code, _) = code_of(
+        c.admin_post("/api/v1/privacy/scan", json!({"text": 1}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_json"));
+    c.stop().await;
+}
