@@ -30,8 +30,8 @@ pub use keyring::{rewrap_data_keys, KeyError, KeyStatus, Keyring, RootKey};
 pub use keys_config::{KeysConfig, RootSource, VaultConfig};
 pub use secret_file::{load_or_create_secret, read_private_file, write_private_file};
 pub use tls::{
-    client_config, server_config, server_config_requiring_client_cert,
-    server_config_with_client_certs, ClientTlsOptions,
+    client_config, listener_config, server_config, server_config_requiring_client_cert,
+    ClientTlsOptions, ReloadableCert,
 };
 
 /// Errors from key and certificate handling.

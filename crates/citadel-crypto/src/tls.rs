@@ -1,6 +1,10 @@
-//! rustls configurations. Servers speak TLS 1.3 only and offer HTTP/2 and
-//! HTTP/1.1 by ALPN; clients (to upstreams) trust either a pinned CA or the
-//! public web roots, and may present a client certificate for mTLS.
+//! rustls configurations. Servers speak TLS 1.3 only unless a listener
+//! explicitly allows TLS 1.2 (rustls offers only ECDHE key exchange and
+//! AEAD ciphers there: no RSA key exchange, no CBC, no RC4), and offer
+//! HTTP/2 and HTTP/1.1 by ALPN. Listener certificates can be replaced while
+//! serving ([`ReloadableCert`]). Clients (to upstreams) trust either a
+//! pinned CA or the public web roots, and may present a client certificate
+//! for mTLS.
 
 use std::sync::Arc;
 
@@ -43,20 +47,6 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
     with_certificate(builder, chain_pem, key_pem)
 }
 
-/// A TLS 1.3 server configuration that asks for (but does not require) a
-/// client certificate; the certificate is judged after the handshake by
-/// `checker` (see `client_cert.rs`).
-pub fn server_config_with_client_certs(
-    chain_pem: &str,
-    key_pem: &str,
-    checker: &crate::ClientCertChecker,
-) -> Result<Arc<ServerConfig>> {
-    let builder = ServerConfig::builder_with_provider(Arc::new(default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(checker.lenient());
-    with_certificate(builder, chain_pem, key_pem)
-}
-
 /// Finishes a server configuration: its certificate and ALPN (`h2`, `http/1.1`).
 fn with_certificate(
     builder: rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
@@ -96,6 +86,88 @@ pub fn server_config_requiring_client_cert(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier);
     with_certificate(builder, chain_pem, key_pem)
+}
+
+/// A listener's certificate and key, replaceable while serving: new
+/// handshakes use the new pair at once, connections already open keep
+/// theirs.
+pub struct ReloadableCert {
+    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadableCert(..)")
+    }
+}
+
+fn certified_key(chain_pem: &str, key_pem: &str) -> Result<rustls::sign::CertifiedKey> {
+    let chain = certs(chain_pem, "server certificate")?;
+    let key = private_key(key_pem, "server key")?;
+    let signing = default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CryptoError::Invalid {
+            path: "server key".into(),
+            reason: e.to_string(),
+        })?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| CryptoError::Invalid {
+        path: "server certificate".into(),
+        reason: "the key does not belong to the certificate".into(),
+    })?;
+    Ok(certified)
+}
+
+impl ReloadableCert {
+    /// From a PEM chain and key (checked to belong together).
+    pub fn new(chain_pem: &str, key_pem: &str) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            current: arc_swap::ArcSwap::from_pointee(certified_key(chain_pem, key_pem)?),
+        }))
+    }
+
+    /// Replaces the pair; on any problem the one in use stays.
+    pub fn replace(&self, chain_pem: &str, key_pem: &str) -> Result<()> {
+        self.current
+            .store(Arc::new(certified_key(chain_pem, key_pem)?));
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A listener's TLS configuration: its (reloadable) certificate, TLS 1.3
+/// only unless `allow_tls12`, ALPN `h2` then `http/1.1`, and, with
+/// `client_certs`, client certificates asked for and judged after the
+/// handshake.
+pub fn listener_config(
+    cert: Arc<ReloadableCert>,
+    allow_tls12: bool,
+    client_certs: Option<&crate::ClientCertChecker>,
+) -> Result<Arc<ServerConfig>> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if allow_tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let builder = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(versions)?;
+    let mut config = match client_certs {
+        Some(checker) => builder
+            .with_client_cert_verifier(checker.lenient())
+            .with_cert_resolver(cert),
+        None => builder.with_no_client_auth().with_cert_resolver(cert),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// How Citadel verifies an upstream and proves itself to it.

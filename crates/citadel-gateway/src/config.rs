@@ -23,6 +23,9 @@ pub struct ListenerConfig {
     pub tls_cert: Option<PathBuf>,
     /// The key for `tls_cert` (PEM, mode 0600).
     pub tls_key: Option<PathBuf>,
+    /// Also accept TLS 1.2 (ECDHE key exchange and AEAD ciphers only), for
+    /// clients that cannot speak TLS 1.3. Weakens security; logged at start.
+    pub insecure_tls12: bool,
 }
 
 impl ListenerConfig {
@@ -34,6 +37,7 @@ impl ListenerConfig {
             tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             tls_cert: None,
             tls_key: None,
+            insecure_tls12: false,
         }
     }
 }

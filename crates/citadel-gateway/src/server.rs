@@ -211,6 +211,9 @@ struct ConnectionFacts {
     client_cert: Option<Arc<citadel_crypto::ClientCert>>,
 }
 
+/// `Strict-Transport-Security` on every answer over TLS: a year, subdomains too.
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
+
 async fn serve_connection<I>(
     io: I,
     conn: ConnectionFacts,
@@ -246,7 +249,15 @@ async fn serve_connection<I>(
         });
         let req = http::Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
         async move {
-            let response = service.call(req).await?;
+            let mut response = service.call(req).await?;
+            if tls {
+                // Browsers that reached this listener over TLS never fall
+                // back to plain HTTP for it (sign-in pages, the dashboard).
+                response
+                    .headers_mut()
+                    .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert(http::HeaderValue::from_static(HSTS));
+            }
             Ok::<_, Infallible>(response.map(|body| InFlightBody {
                 inner: body,
                 _guard: guard,

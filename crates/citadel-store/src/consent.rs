@@ -52,22 +52,14 @@ impl Store {
     /// (same version, not withdrawn) is not repeated: the open one is
     /// returned instead.
     pub async fn grant_consent(&self, record: &ConsentRecord) -> Result<ConsentRecord> {
-        let mut tx = self.pool().begin().await?;
-        let open = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM consents WHERE subject_ref = $1 AND purpose = $2 \
-             AND version = $3 AND withdrawn_at IS NULL ORDER BY granted_at DESC LIMIT 1"
-        ))
-        .bind(&record.subject_ref)
-        .bind(&record.purpose)
-        .bind(&record.version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = open {
-            return from_row(&row);
-        }
-        sqlx::query(&format!(
-            "INSERT INTO consents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
-        ))
+        // One statement, so it neither races another grant nor (SQLite)
+        // fails upgrading a read transaction while another writer is busy.
+        sqlx::query(
+            "INSERT INTO consents (id, subject_ref, purpose, version, text_sha256, granted_at, source) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (\
+               SELECT 1 FROM consents WHERE subject_ref = $2 AND purpose = $3 \
+               AND version = $4 AND withdrawn_at IS NULL)",
+        )
         .bind(&record.id)
         .bind(&record.subject_ref)
         .bind(&record.purpose)
@@ -75,10 +67,11 @@ impl Store {
         .bind(&record.text_sha256)
         .bind(record.granted_at)
         .bind(&record.source)
-        .execute(&mut *tx)
+        .execute(self.pool())
         .await?;
-        tx.commit().await?;
-        Ok(record.clone())
+        self.current_consent(&record.subject_ref, &record.purpose, &record.version)
+            .await?
+            .ok_or_else(|| crate::StoreError::NotFound("the consent just granted".into()))
     }
 
     /// Withdraws every open grant of `purpose` by the subject; returns how

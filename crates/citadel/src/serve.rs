@@ -174,16 +174,37 @@ async fn reload_privacy_rules(privacy: &citadel_privacy::Privacy, sink: &EventSi
     }
 }
 
+/// A listener's TLS: its certificate (the operator's files, or one from
+/// the internal CA), replaceable while serving, and the rustls
+/// configuration around it. `None` for a plain-HTTP listener.
 fn tls_for(
     listener: &ListenerConfig,
-    ca: &citadel_crypto::InternalCa,
+    ca: &Arc<citadel_crypto::InternalCa>,
     client_certs: Option<&citadel_crypto::ClientCertChecker>,
 ) -> Result<Option<Arc<rustls::ServerConfig>>> {
     if listener.insecure_http {
         tracing::warn!(listen = %listener.listen, "insecure_http = true: this listener serves plain HTTP; credentials and data cross the network unencrypted");
         return Ok(None);
     }
-    let (chain, key) = match (&listener.tls_cert, &listener.tls_key) {
+    if listener.insecure_tls12 {
+        tracing::warn!(listen = %listener.listen, "insecure_tls12 = true: this listener also accepts TLS 1.2 (ECDHE and AEAD suites only)");
+    }
+    let (chain, key) = listener_cert(listener, ca)?;
+    let cert = citadel_crypto::ReloadableCert::new(&chain, &key)
+        .with_context(|| format!("the TLS certificate of {}", listener.listen))?;
+    let config =
+        citadel_crypto::listener_config(cert.clone(), listener.insecure_tls12, client_certs)?;
+    watch_listener_cert(listener.clone(), ca.clone(), cert);
+    Ok(Some(config))
+}
+
+/// The listener's certificate chain and key: the operator's files, or a
+/// fresh one from the internal CA.
+fn listener_cert(
+    listener: &ListenerConfig,
+    ca: &citadel_crypto::InternalCa,
+) -> Result<(String, zeroize::Zeroizing<String>)> {
+    Ok(match (&listener.tls_cert, &listener.tls_key) {
         (Some(c), Some(k)) => (
             std::fs::read_to_string(c).with_context(|| format!("tls_cert {}", c.display()))?,
             zeroize::Zeroizing::new(
@@ -194,11 +215,52 @@ fn tls_for(
             let issued = ca.issue_server_cert(&listener.tls_names)?;
             (issued.chain_pem, issued.key_pem)
         }
+    })
+}
+
+/// Replaces the listener's certificate without a restart: the operator's
+/// files when they change (checked every 5 s; a broken pair is refused and
+/// the one in use stays), or, from the internal CA, a fresh certificate
+/// every day (they last 90).
+fn watch_listener_cert(
+    listener: ListenerConfig,
+    ca: Arc<citadel_crypto::InternalCa>,
+    cert: Arc<citadel_crypto::ReloadableCert>,
+) {
+    let operator_files = match (&listener.tls_cert, &listener.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => None,
     };
-    Ok(Some(match client_certs {
-        Some(checker) => citadel_crypto::server_config_with_client_certs(&chain, &key, checker)?,
-        None => citadel_crypto::server_config(&chain, &key)?,
-    }))
+    tokio::spawn(async move {
+        let stamp = |files: &(PathBuf, PathBuf)| {
+            [&files.0, &files.1].map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        };
+        let mut seen = operator_files.as_ref().map(stamp);
+        let every = if operator_files.is_some() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(24 * 3600)
+        };
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            if let Some(files) = &operator_files {
+                let now = Some(stamp(files));
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+            match listener_cert(&listener, &ca)
+                .and_then(|(chain, key)| cert.replace(&chain, &key).map_err(anyhow::Error::from))
+            {
+                Ok(()) => tracing::info!(listen = %listener.listen, "TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(listen = %listener.listen, error = %format!("{e:#}"), "TLS certificate not reloaded; the one in use stays")
+                }
+            }
+        }
+    });
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

@@ -2,6 +2,7 @@
 //! loopback with TLS on, against small real upstream servers.
 
 mod support;
+mod tls;
 
 mod admin;
 mod audit;

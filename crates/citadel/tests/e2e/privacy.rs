@@ -623,17 +623,21 @@ text = "I agree."
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    c.admin_post(
-        "/api/v1/consent/grant",
-        json!({"subject": "cust-9", "purpose": "support"}),
-    )
-    .await;
+    let r = c
+        .admin_post(
+            "/api/v1/consent/grant",
+            json!({"subject": "cust-9", "purpose": "support"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
-    // Captures are written after the answer: wait for both.
+    // Captures and pseudonyms are written after the answer: wait for them.
     let mut export = Value::Null;
     for _ in 0..50 {
         export = export_subject(&c, "cust-9").await;
-        if export["captures"].as_array().unwrap().len() == 2 {
+        if export["captures"].as_array().unwrap().len() == 2
+            && !export["pseudonyms"].as_array().unwrap().is_empty()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

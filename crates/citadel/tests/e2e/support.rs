@@ -159,7 +159,7 @@ impl Citadel {
 
     /// Starts Citadel on `database` (or SQLite in the data directory).
     pub(crate) async fn start_with(extra: &str, database: Option<String>) -> Self {
-        Self::start_in(tempfile::tempdir().unwrap(), extra, database).await
+        Self::start_in(tempfile::tempdir().unwrap(), "", extra, database).await
     }
 
     /// Starts a second replica on the same database, with the installation
@@ -178,12 +178,22 @@ impl Citadel {
             let key = std::fs::read(from.join(file)).unwrap();
             citadel_crypto::write_private_file(&data.path().join("keys").join(file), &key).unwrap();
         }
-        Self::start_in(data, extra, Some(database)).await
+        Self::start_in(data, "", extra, Some(database)).await
     }
 
-    async fn start_in(data: tempfile::TempDir, extra: &str, database: Option<String>) -> Self {
+    /// Starts Citadel with `gateway` added to its `[gateway]` table.
+    pub(crate) async fn start_with_gateway(gateway: &str, extra: &str) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), gateway, extra, None).await
+    }
+
+    async fn start_in(
+        data: tempfile::TempDir,
+        gateway: &str,
+        extra: &str,
+        database: Option<String>,
+    ) -> Self {
         let text = format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[policy]\npoll_interval = \"100ms\"\n{extra}"
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway}\n[admin]\nlisten = \"127.0.0.1:0\"\n[policy]\npoll_interval = \"100ms\"\n{extra}"
         );
         let config = Config::parse(&text, "test.toml").expect("test config");
         let running = citadel::serve::start(ServeRequest {
