@@ -74,33 +74,7 @@ pub(crate) async fn grant(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Change>, JsonRejection>,
 ) -> ApiResult {
-    authorize(&state, &caller, "consent.write", "consent").await?;
-    let body = json_body(body)?;
-    let source = source_of(&body);
-    let consents = &state.gateway.consents;
-    let record = consents
-        .grant(&body.subject, &body.purpose, &source)
-        .await?;
-    let p = consents.purpose(&body.purpose)?;
-    record_change(
-        &state,
-        &caller,
-        "consent.grant",
-        citadel_privacy::consent::consent_resource(
-            &record.subject_ref,
-            p,
-            &source,
-            Some(&record.id),
-        ),
-    )
-    .await?;
-    Ok(Json(json!({
-        "receipt_id": record.id,
-        "purpose": record.purpose,
-        "version": record.version,
-        "granted_at": citadel_core::clock::rfc3339(record.granted_at),
-        "source": record.source,
-    })))
+    change(&state, &caller, body, true).await
 }
 
 /// `POST /api/v1/consent/withdraw` `{"subject", "purpose", "source"}`.
@@ -109,25 +83,55 @@ pub(crate) async fn withdraw(
     Extension(caller): Extension<Caller>,
     body: Result<Json<Change>, JsonRejection>,
 ) -> ApiResult {
-    authorize(&state, &caller, "consent.write", "consent").await?;
+    change(&state, &caller, body, false).await
+}
+
+/// A grant or a withdrawal, recorded as a `consent.grant` /
+/// `consent.withdraw` event naming the subject only by its keyed hash.
+async fn change(
+    state: &AdminState,
+    caller: &Caller,
+    body: Result<Json<Change>, JsonRejection>,
+    grant: bool,
+) -> ApiResult {
+    authorize(state, caller, "consent.write", "consent").await?;
     let body = json_body(body)?;
     let source = source_of(&body);
     let consents = &state.gateway.consents;
-    let closed = consents
-        .withdraw(&body.subject, &body.purpose, &source)
-        .await?;
+    let (receipt_id, answer) = if grant {
+        let r = consents
+            .grant(&body.subject, &body.purpose, &source)
+            .await?;
+        let answer = json!({
+            "receipt_id": r.id,
+            "purpose": r.purpose,
+            "version": r.version,
+            "granted_at": citadel_core::clock::rfc3339(r.granted_at),
+            "source": r.source,
+        });
+        (Some(r.id), answer)
+    } else {
+        let closed = consents
+            .withdraw(&body.subject, &body.purpose, &source)
+            .await?;
+        (None, json!({"purpose": body.purpose, "withdrawn": closed}))
+    };
     let p = consents.purpose(&body.purpose)?;
     record_change(
-        &state,
-        &caller,
-        "consent.withdraw",
+        state,
+        caller,
+        if grant {
+            "consent.grant"
+        } else {
+            "consent.withdraw"
+        },
         citadel_privacy::consent::consent_resource(
             &consents.subject_ref(&body.subject),
             p,
             &source,
-            None,
+            receipt_id.as_deref(),
         ),
     )
     .await?;
-    Ok(Json(json!({"purpose": body.purpose, "withdrawn": closed})))
+    Ok(Json(answer))
 }

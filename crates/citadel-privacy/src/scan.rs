@@ -410,10 +410,11 @@ fn ceil_char(text: &str, mut i: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const RULES: &str = r#"
+    /// A few detectors for the unit tests of this crate.
+    pub(crate) const RULES: &str = r#"
 [[detector]]
 type = "EMAIL_ADDRESS"
 class = "confidential"

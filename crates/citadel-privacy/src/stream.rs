@@ -205,22 +205,7 @@ mod tests {
 
     use super::*;
     use crate::redact::Mode;
-
-    const RULES: &str = r#"
-[[detector]]
-type = "EMAIL_ADDRESS"
-class = "confidential"
-pattern = '''(?i)\b[a-z0-9._%+-]{1,64}@(?:[a-z0-9-]{1,63}\.){1,8}[a-z]{2,24}\b'''
-confidence = 0.9
-validator = "email"
-
-[[detector]]
-type = "CREDIT_CARD"
-class = "restricted"
-pattern = '''\b(?:\d[ -]?){11,18}\d\b'''
-confidence = 0.9
-validator = "luhn"
-"#;
+    use crate::scan::tests::RULES;
 
     fn redactor() -> StreamRedactor {
         let scanner = Arc::new(Scanner::from_texts(&[("t.toml", RULES)]).unwrap());

@@ -109,27 +109,44 @@ fn system_event(operation: &str, outcome: Outcome, detail: serde_json::Value) ->
 }
 
 async fn reload_policies(policy: &PolicyEngine, sink: &EventSink) {
-    let event = match policy.reload() {
+    let outcome = policy
+        .reload()
+        .map_err(|p| p.0.iter().map(|p| p.to_string()).collect());
+    record_reload(sink, "policies.reload", "policies", outcome).await;
+}
+
+/// Records the outcome of reloading user-edited files (`count` of what is
+/// now in force, or the problems that kept the old set in force).
+async fn record_reload(
+    sink: &EventSink,
+    operation: &str,
+    what: &str,
+    outcome: std::result::Result<usize, Vec<String>>,
+) {
+    let event = match outcome {
         Ok(count) => {
-            tracing::info!(policies = count, "policies reloaded");
+            tracing::info!(operation, count, "{what} reloaded");
             system_event(
-                "policies.reload",
+                operation,
                 Outcome::Success,
-                serde_json::json!({"policies": count}),
+                serde_json::json!({ what: count }),
             )
         }
         Err(problems) => {
-            tracing::error!("policy reload refused; the previous set stays in force:\n{problems}");
-            let list: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+            tracing::error!(
+                operation,
+                "{what} reload refused; the set in force stays:\n{}",
+                problems.join("\n")
+            );
             system_event(
-                "policies.reload",
+                operation,
                 Outcome::Failure,
-                serde_json::json!({"problems": list}),
+                serde_json::json!({"problems": problems}),
             )
         }
     };
     if let Err(e) = sink.record_durable(event).await {
-        tracing::error!(error = %e, "could not record the policy reload");
+        tracing::error!(error = %e, operation, "could not record the reload");
     }
 }
 
@@ -150,28 +167,10 @@ async fn record_key_event(sink: &EventSink, operation: &str, purpose: &str, vers
 /// Reloads the detector rules after their files changed, recording the
 /// outcome; on failure the rules in force stay.
 async fn reload_privacy_rules(privacy: &citadel_privacy::Privacy, sink: &EventSink) {
-    let event = match privacy.reload() {
-        Ok(count) => {
-            tracing::info!(detectors = count, "detector rules reloaded");
-            system_event(
-                "privacy.rules.reload",
-                Outcome::Success,
-                serde_json::json!({"detectors": count}),
-            )
-        }
-        Err(problems) => {
-            tracing::error!("detector rule reload refused; the rules in force stay:\n{problems}");
-            let list: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
-            system_event(
-                "privacy.rules.reload",
-                Outcome::Failure,
-                serde_json::json!({"problems": list}),
-            )
-        }
-    };
-    if let Err(e) = sink.record_durable(event).await {
-        tracing::error!(error = %e, "could not record the detector rule reload");
-    }
+    let outcome = privacy
+        .reload()
+        .map_err(|p| p.0.iter().map(|p| p.to_string()).collect());
+    record_reload(sink, "privacy.rules.reload", "detectors", outcome).await;
 }
 
 /// A listener's TLS: its certificate (the operator's files, or one from
