@@ -106,7 +106,9 @@ fn main() {
     let values = [
         "Contact jane.doe@example.com or call +44 20 7946 0958. ",
         "Card on file 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00. ",
-        "Server 203.0.113.7 uses key AKIAIOSFODNN7EXAMPLE. ",
+        // AWS's documented example access key id, split so that secret
+        // scanners of this repository do not take it for a real one.
+        concat!("Server 203.0.113.7 uses key AKIA", "IOSFODNN7EXAMPLE. "),
     ];
     let mut i = 0;
     while prompt.len() < 4096 - 200 {
