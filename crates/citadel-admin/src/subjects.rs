@@ -173,6 +173,7 @@ pub async fn purge(
         let class = rule.class.map(|c| c.as_str());
         let n = match rule.record {
             citadel_privacy::RecordKind::Metadata => store.delete_captures(class, before).await?,
+            citadel_privacy::RecordKind::Pseudonyms => store.delete_pseudonyms(before).await?,
             kind => {
                 store
                     .purge_capture_content(kind.as_str(), class, before, now)

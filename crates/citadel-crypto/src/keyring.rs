@@ -169,6 +169,8 @@ impl RootKey {
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, KeyError> {
         let mut builder = reqwest::Client::builder()
+            // A redirect would carry the token (and a key) elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
             .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(pem) = ca_pem {
@@ -269,13 +271,19 @@ impl VaultTransit {
             .map_err(|e| KeyError::Kms(format!("Vault at {} is unreachable: {e}", self.addr)))?;
         let status = reply.status();
         // Bounded: a wrap or unwrap answer is small.
-        let bytes = reply
-            .bytes()
+        let mut reply = reply;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = reply
+            .chunk()
             .await
-            .map_err(|e| KeyError::Kms(format!("Vault's answer broke off: {e}")))?;
-        if bytes.len() > 64 * 1024 {
-            return Err(KeyError::Kms("Vault's answer is too large".into()));
+            .map_err(|e| KeyError::Kms(format!("Vault's answer broke off: {e}")))?
+        {
+            if bytes.len() + chunk.len() > 64 * 1024 {
+                return Err(KeyError::Kms("Vault's answer is too large".into()));
+            }
+            bytes.extend_from_slice(&chunk);
         }
+        let bytes = Zeroizing::new(bytes);
         if status == reqwest::StatusCode::BAD_REQUEST && op == "decrypt" {
             // Transit answers 400 to a ciphertext that does not open.
             return Err(SealError::Open.into());
@@ -576,21 +584,31 @@ impl Keyring {
         context: &[u8],
         sealed: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, u32), KeyError> {
+        let mut unknown = None;
         if sealed.len() > HEADER && sealed[..2] == MAGIC {
             let version = u32::from_be_bytes(sealed[2..6].try_into().expect("4 bytes"));
-            if let Ok(key) = self.key(purpose, version) {
-                if let Ok(plain) =
-                    key.open(&record_aad(purpose, version, context), &sealed[HEADER..])
-                {
-                    return Ok((plain, version));
+            match self.key(purpose, version) {
+                Ok(key) => {
+                    if let Ok(plain) =
+                        key.open(&record_aad(purpose, version, context), &sealed[HEADER..])
+                    {
+                        return Ok((plain, version));
+                    }
                 }
+                Err(e) => unknown = Some(e),
             }
         }
         // Before the keyring: sealed under what is now version 1.
-        let key = self.key(purpose, 1)?;
-        match key.open(context, sealed) {
-            Ok(plain) => Ok((plain, 0)),
-            Err(_) => Err(SealError::Open.into()),
+        let legacy = self
+            .key(purpose, 1)
+            .ok()
+            .and_then(|key| key.open(context, sealed).ok());
+        match (legacy, unknown) {
+            (Some(plain), _) => Ok((plain, 0)),
+            // A version made elsewhere since this keyring last read the
+            // store: the caller may refresh and try again.
+            (None, Some(unknown)) => Err(unknown),
+            (None, None) => Err(SealError::Open.into()),
         }
     }
 

@@ -78,6 +78,26 @@ impl Default for KeysConfig {
     }
 }
 
+/// `https://…`, or `http://` to a loopback address (by its parsed host,
+/// not its spelling: `http://localhost.example.com` is not loopback).
+fn vault_addr_ok(addr: &str) -> bool {
+    if addr.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = addr.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl KeysConfig {
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), String> {
@@ -87,11 +107,7 @@ impl KeysConfig {
                     "keys.root = \"vault_transit\" needs a [keys.vault] table with addr".into(),
                 );
             };
-            if !(v.addr.starts_with("https://")
-                || v.addr.starts_with("http://127.")
-                || v.addr.starts_with("http://localhost")
-                || v.addr.starts_with("http://[::1]"))
-            {
+            if !vault_addr_ok(&v.addr) {
                 return Err(
                     "keys.vault.addr must be https:// (plain http only to a loopback address)"
                         .into(),
@@ -104,5 +120,28 @@ impl KeysConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vault_must_be_tls_unless_on_loopback() {
+        for ok in [
+            "https://vault:8200",
+            "http://127.0.0.1:8200",
+            "http://[::1]:8200",
+            "http://localhost:8200",
+        ] {
+            assert!(super::vault_addr_ok(ok), "{ok}");
+        }
+        for bad in [
+            "http://vault:8200",
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io:8200",
+            "ftp://x",
+        ] {
+            assert!(!super::vault_addr_ok(bad), "{bad}");
+        }
     }
 }

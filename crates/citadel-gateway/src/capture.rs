@@ -31,6 +31,38 @@ pub(crate) struct CaptureTarget {
     pub(crate) route: String,
     pub(crate) model: String,
     pub(crate) data_class: &'static str,
+    /// When the request arrived (Unix ms): a subject erased since then
+    /// gets no capture from it.
+    pub(crate) started_ms: i64,
+}
+
+/// Runs `work` on the runtime, if there is one (a body dropped outside it
+/// has nothing to store).
+fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(work);
+        }
+        Err(_) => tracing::warn!("capture dropped: no runtime to store it"),
+    }
+}
+
+/// Whether the subject was erased after the request began (then nothing of
+/// the request may be stored under a new key).
+async fn erased_since(state: &GatewayState, subject_id: &str, started_ms: i64) -> bool {
+    let subject_ref = state.vault.subject_ref(subject_id);
+    match state
+        .store
+        .subject_erased_since(&subject_ref, started_ms)
+        .await
+    {
+        Ok(erased) => erased,
+        Err(e) => {
+            // Fail closed: not knowing, store nothing.
+            tracing::error!(error = %e, "capture not stored: erasure could not be checked");
+            true
+        }
+    }
 }
 
 /// Stores one capture (`prompt` or `answer`), in the background.
@@ -42,7 +74,10 @@ pub(crate) fn store_capture(
 ) {
     let state = state.clone();
     let target = target.clone();
-    tokio::spawn(async move {
+    spawn(async move {
+        if erased_since(&state, &target.subject_id, target.started_ms).await {
+            return;
+        }
         let id = format!("cap-{}", uuid::Uuid::now_v7().simple());
         let sealed = match state
             .vault
@@ -77,7 +112,7 @@ pub(crate) fn store_capture(
 /// the subject's key), in the background.
 pub(crate) fn store_pseudonyms(
     state: &Arc<GatewayState>,
-    subject_id: &str,
+    target: &CaptureTarget,
     pseudonyms: &citadel_privacy::PseudonymMap,
 ) {
     let items: Vec<(String, String, zeroize::Zeroizing<String>)> = pseudonyms
@@ -88,8 +123,11 @@ pub(crate) fn store_pseudonyms(
         return;
     }
     let state = state.clone();
-    let subject_id = subject_id.to_owned();
-    tokio::spawn(async move {
+    let (subject_id, started_ms) = (target.subject_id.clone(), target.started_ms);
+    spawn(async move {
+        if erased_since(&state, &subject_id, started_ms).await {
+            return;
+        }
         for (token, kind, value) in items {
             match state
                 .vault

@@ -324,6 +324,15 @@ impl GatewayConfig {
             }
             match u.kind {
                 UpstreamKind::Openai => {
+                    if u.prefix.is_some() {
+                        // A prefix would reach the model server as a plain
+                        // route, around inspection and redaction.
+                        return problem(
+                            format!("{at}.prefix"),
+                            "an openai upstream is reached by its models only; remove prefix"
+                                .into(),
+                        );
+                    }
                     if u.models.is_empty() {
                         return problem(
                             format!("{at}.models"),
@@ -340,6 +349,12 @@ impl GatewayConfig {
                     }
                 }
                 UpstreamKind::Http => {
+                    if u.redact.is_some() || u.capture.is_some() {
+                        return problem(
+                            format!("{at}.redact"),
+                            "redact and capture apply to openai upstreams only; http routes' bodies are not inspected".into(),
+                        );
+                    }
                     let Some(p) = &u.prefix else {
                         return problem(
                             format!("{at}.prefix"),

@@ -122,7 +122,7 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
         .mode();
     // Decided in a block of its own: nothing borrowed here lives across
     // the awaits below.
-    let (decision, data, applied, pseudonyms, body_bytes, reidentify) = {
+    let (decision, data, applied, pseudonyms, reidentify) = {
         let verified = trail.verified();
         let resource = Resource::Model {
             name: &model,
@@ -144,7 +144,6 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
         let mut decision = ask(Action::SendData, &data);
         let mut applied: Option<Mode> = None;
         let mut pseudonyms = PseudonymMap::default();
-        let mut body_bytes = bytes;
         if tally.total() > 0 && (configured.is_some() || !decision.allowed) {
             let mode = configured.unwrap_or(Mode::Mask);
             let redactor = state.privacy.redactor(mode);
@@ -157,14 +156,13 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
                 }
             });
             applied = Some(mode);
-            body_bytes = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
             if !decision.allowed {
                 data = data_facts(&tally, true);
                 decision = ask(Action::SendData, &data);
             }
         }
         let reidentify = !pseudonyms.is_empty() && ask(Action::Reidentify, &data).allowed;
-        (decision, data, applied, pseudonyms, body_bytes, reidentify)
+        (decision, data, applied, pseudonyms, reidentify)
     };
     trail.update(|t| {
         t.privacy = Some(PrivacyTrail {
@@ -241,6 +239,8 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
                 route: parts.uri.path().to_owned(),
                 model: model.clone(),
                 data_class: tally.class.unwrap_or(DataClass::Public).as_str(),
+                started_ms: citadel_core::clock::now_ms()
+                    - info.started.elapsed().as_millis() as i64,
             }
         });
     if let Some(target) = &capture {
@@ -253,10 +253,19 @@ async fn inspect(state: Arc<GatewayState>, req: GatewayRequest, next: Next) -> G
             "prompt",
             serde_json::to_string(&texts).unwrap_or_default(),
         );
-        crate::capture::store_pseudonyms(&state, &target.subject_id, &pseudonyms);
+        crate::capture::store_pseudonyms(&state, target, &pseudonyms);
     }
-    if applied.is_some() {
-        parts.headers.remove(http::header::CONTENT_LENGTH);
+    // What is forwarded is always the JSON as parsed and scanned, never the
+    // original bytes: an upstream parser that keeps a duplicate key's first
+    // value would otherwise see text that was never scanned.
+    let body_bytes = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    if configured.or(applied).is_some() || capture.is_some() {
+        // The answer is read here: ask for it uncompressed.
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
     }
     let mut req = http::Request::from_parts(parts, full(body_bytes));
     let answer_mode = configured.or(applied);

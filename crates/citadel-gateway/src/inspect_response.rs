@@ -472,6 +472,14 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+impl Drop for SseInspectBody {
+    fn drop(&mut self) {
+        // The client went away mid-stream: what was found and captured so
+        // far is still recorded.
+        self.record();
+    }
+}
+
 impl Body for SseInspectBody {
     type Data = Bytes;
     type Error = BoxError;

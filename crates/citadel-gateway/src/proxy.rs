@@ -133,6 +133,9 @@ async fn forward(state: Arc<GatewayState>, mut req: GatewayRequest) -> GatewayRe
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
+    // The data subject's name is for Citadel (consent, capture), not for
+    // the model's provider.
+    headers.remove(state.privacy.config.subject_header.as_str());
     headers.remove("x-forwarded-for");
     headers.remove("x-forwarded-proto");
     headers.remove("x-forwarded-host");

@@ -362,10 +362,20 @@ impl Factors {
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(&record.sealed_seed)
             .map_err(|_| MfaError::Corrupt(user_id.clone()))?;
-        let (seed, version) = self
-            .keys
-            .open(AUTHENTICATOR_PURPOSE, &seed_aad(user_id), &sealed)
-            .map_err(|_| MfaError::Sealed(user_id.clone()))?;
+        let aad = seed_aad(user_id);
+        let opened = match self.keys.open(AUTHENTICATOR_PURPOSE, &aad, &sealed) {
+            // Sealed under a version another replica made since this one
+            // last read the keys: read them and try once more.
+            Err(citadel_crypto::KeyError::UnknownVersion { .. }) => {
+                self.keys
+                    .refresh()
+                    .await
+                    .map_err(|e| MfaError::Make(e.to_string()))?;
+                self.keys.open(AUTHENTICATOR_PURPOSE, &aad, &sealed)
+            }
+            other => other,
+        };
+        let (seed, version) = opened.map_err(|_| MfaError::Sealed(user_id.clone()))?;
         if self.keys.needs_reseal(AUTHENTICATOR_PURPOSE, version) {
             if let Err(e) = self.reseal(record, &seed).await {
                 tracing::warn!(user = %user_id, error = %e, "could not re-seal a TOTP seed under the current key; will retry on next use");

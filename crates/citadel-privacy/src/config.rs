@@ -84,6 +84,8 @@ pub enum RecordKind {
     Answer,
     /// The capture's metadata row itself (route, model, class, time).
     Metadata,
+    /// Stored pseudonyms and their values (any class).
+    Pseudonyms,
 }
 
 impl RecordKind {
@@ -93,6 +95,7 @@ impl RecordKind {
             Self::Prompt => "prompt",
             Self::Answer => "answer",
             Self::Metadata => "metadata",
+            Self::Pseudonyms => "pseudonyms",
         }
     }
 }

@@ -220,14 +220,24 @@ pub(crate) fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<Located>, V
             ));
             continue;
         }
-        let escaped: Vec<String> = terms.iter().map(|t| escape(t)).collect();
+        // `\b` (ASCII) only at an edge that is an ASCII word character:
+        // after "José" there is no ASCII word boundary to find.
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let escaped: Vec<String> = terms
+            .iter()
+            .map(|t| {
+                let open = if word(t.chars().next()) { r"\b" } else { "" };
+                let close = if word(t.chars().last()) { r"\b" } else { "" };
+                format!("{open}{}{close}", escape(t))
+            })
+            .collect();
         let flags = if dict.case_sensitive { "" } else { "(?i)" };
         let max_len = terms.iter().map(|t| t.len()).max().unwrap_or(1);
         out.push(Located {
             rule: DetectorRule {
                 kind: dict.kind,
                 class: dict.class,
-                pattern: format!(r"{flags}\b(?:{})\b", escaped.join("|")),
+                pattern: format!("{flags}(?:{})", escaped.join("|")),
                 confidence: dict.confidence,
                 validator: None,
                 context: Vec::new(),
@@ -306,7 +316,7 @@ mod tests {
     fn dictionaries_become_escaped_alternations() {
         let text = "[[dictionary]]\ntype = \"CODENAME\"\nclass = \"restricted\"\nterms = [\"Blue Bird\", \"a.b\", \" \"]\n";
         let rules = parse_rule_file(Path::new("d.toml"), text).unwrap();
-        assert_eq!(rules[0].rule.pattern, r"(?i)\b(?:Blue\ Bird|a\.b)\b");
+        assert_eq!(rules[0].rule.pattern, r"(?i)(?:\bBlue\ Bird\b|\ba\.b\b)");
         assert_eq!(rules[0].rule.max_len, 9);
     }
 }

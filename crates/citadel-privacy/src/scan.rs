@@ -156,6 +156,23 @@ impl Scanner {
         let mut problems = Vec::new();
         let mut detectors = Vec::with_capacity(rules.len());
         for r in &rules {
+            // Every match must have a bounded length: with an unbounded
+            // repetition one candidate could run to the end of the text and
+            // each retry after it again, which makes a scan quadratic.
+            match max_match_len(&r.rule.pattern) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    problems.push(problem(
+                        r,
+                        "the pattern has no maximum match length (an unbounded `*`, `+` or `{n,}`); bound every repetition, e.g. `{1,64}`".into(),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(problem(r, format!("the pattern does not compile: {e}")));
+                    continue;
+                }
+            }
             // Each pattern alone first, so an error names its rule.
             let single = Regex::builder()
                 .syntax(syntax_config())
@@ -388,6 +405,17 @@ impl Scanner {
     }
 }
 
+/// The longest a match of `pattern` can be, in bytes (`None`: unbounded).
+fn max_match_len(pattern: &str) -> Result<Option<usize>, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())?;
+    Ok(hir.properties().maximum_len())
+}
+
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     needle.len() <= hay.len()
         && hay
@@ -432,7 +460,7 @@ validator = "luhn"
 [[detector]]
 type = "AWS_SECRET_KEY"
 class = "restricted"
-pattern = '''(?i)aws.{0,20}secret.{0,20}[=:]\s*["']?(?P<value>[a-z0-9/+=]{40})\b'''
+pattern = '''(?i)aws.{0,20}secret.{0,20}[=:]\s{0,4}["']?(?P<value>[a-z0-9/+=]{40})\b'''
 confidence = 0.9
 
 [[detector]]
@@ -511,5 +539,13 @@ context_required = true
         );
         let backref = "[[detector]]\ntype = \"X\"\nclass = \"public\"\npattern = '(a)\\1'\nconfidence = 0.5\n";
         assert!(Scanner::from_texts(&[("b.toml", backref)]).is_err());
+        let unbounded =
+            "[[detector]]\ntype = \"X\"\nclass = \"public\"\npattern = 'a+b'\nconfidence = 0.5\n";
+        let err = Scanner::from_texts(&[("u.toml", unbounded)]).unwrap_err();
+        assert!(
+            err.0[0].reason.contains("no maximum match length"),
+            "{}",
+            err.0[0].reason
+        );
     }
 }

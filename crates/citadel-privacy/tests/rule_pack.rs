@@ -49,6 +49,8 @@ const CASES: &[(&str, &[(&str, &str)])] = &[
         &[("JWT", "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")]),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
         &[("PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----")]),
+    ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC (cut off here)",
+        &[("PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----")]),
     ("password: hunter2hunter", &[("PASSWORD", "hunter2hunter")]),
     ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", &[("BEARER_TOKEN", "abcdefghijklmnopqrstuvwxyz012345")]),
     ("Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
@@ -111,4 +113,20 @@ fn the_rule_pack_covers_every_kind_the_docs_promise() {
     ] {
         assert!(kinds.iter().any(|x| x == k), "{k} missing");
     }
+}
+
+#[test]
+fn repeated_key_headers_do_not_make_a_scan_quadratic() {
+    // Each header starts a candidate that could run to the end of the text
+    // if the pattern were unbounded; bounded, 200 KiB of them is quick.
+    let text = "-----BEGIN PRIVATE KEY----- ".repeat(7_500);
+    let s = scanner();
+    let started = std::time::Instant::now();
+    let found = s.scan(&text);
+    assert_eq!(found.len(), 7_500);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -155,6 +155,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes pseudonyms stored before `before`; returns how many.
+    pub async fn delete_pseudonyms(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM pseudonyms WHERE created_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+
     /// A subject's pseudonyms.
     pub async fn pseudonyms_of(&self, subject_ref: &str) -> Result<Vec<PseudonymRecord>> {
         let rows = sqlx::query(

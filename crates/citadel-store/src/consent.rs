@@ -52,13 +52,11 @@ impl Store {
     /// (same version, not withdrawn) is not repeated: the open one is
     /// returned instead.
     pub async fn grant_consent(&self, record: &ConsentRecord) -> Result<ConsentRecord> {
-        // One statement, so it neither races another grant nor (SQLite)
-        // fails upgrading a read transaction while another writer is busy.
+        // One statement: another open grant (the unique index on open
+        // grants) makes it do nothing, on any backend and replica.
         sqlx::query(
             "INSERT INTO consents (id, subject_ref, purpose, version, text_sha256, granted_at, source) \
-             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (\
-               SELECT 1 FROM consents WHERE subject_ref = $2 AND purpose = $3 \
-               AND version = $4 AND withdrawn_at IS NULL)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(&record.id)
         .bind(&record.subject_ref)

@@ -407,6 +407,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the subject's key was destroyed at or after `since` (Unix ms).
+    pub async fn subject_erased_since(&self, subject_ref: &str, since: i64) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS erased FROM subject_keys WHERE subject_ref LIKE $1 AND shredded_at >= $2 LIMIT 1",
+        )
+        .bind(format!("{subject_ref}:shredded:%"))
+        .bind(since)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Destroys a subject's key (crypto-shredding). Returns whether there
     /// was one to destroy. A later event about the subject gets a new key.
     pub async fn shred_subject_key(&self, subject_ref: &str) -> Result<bool> {

@@ -14,3 +14,6 @@ CREATE TABLE consents (
     withdrawn_source TEXT
 );
 CREATE INDEX consents_by_subject ON consents (subject_ref, purpose);
+-- At most one open grant per subject, purpose and text version.
+CREATE UNIQUE INDEX consents_one_open ON consents (subject_ref, purpose, version)
+    WHERE withdrawn_at IS NULL;

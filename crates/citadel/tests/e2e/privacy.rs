@@ -768,3 +768,40 @@ async fn the_admin_api_shows_the_privacy_settings_and_scans_text() {
     assert_eq!((status, code.as_str()), (400, "invalid_json"));
     c.stop().await;
 }
+
+#[tokio::test]
+async fn the_subject_header_stays_with_citadel_and_inspected_answers_come_uncompressed() {
+    let upstream = crate::support::Upstream::default();
+    let addr = upstream.start().await;
+    let c = Citadel::start(&format!(
+        "{}\n[privacy]\nredact = \"mask\"\n",
+        crate::support::upstream_config(addr)
+    ))
+    .await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c
+        .client
+        .post(format!("{}/v1/chat/completions", c.gateway))
+        .bearer_auth(&key)
+        .header("x-data-subject", "cust-77")
+        .header("accept-encoding", "gzip, br")
+        .json(&json!({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let seen = &v["seen_headers"];
+    assert!(seen.get("x-data-subject").is_none(), "{seen}");
+    assert_eq!(seen["accept-encoding"], "identity");
+    c.stop().await;
+
+    // An openai upstream with a prefix would be reachable around
+    // inspection: refused at start.
+    let err = citadel::config::Config::parse(
+        "[[upstream]]\nname = \"x\"\nurl = \"http://127.0.0.1:1\"\nkind = \"openai\"\nmodels = [\"m\"]\nprefix = \"/llm\"\nplacement = \"on_prem\"\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    assert!(err.reason.contains("remove prefix"), "{err:?}");
+}
