@@ -16,14 +16,14 @@
 //! JSON answer becomes 502 `answer_not_inspectable`; a stream ends with an
 //! in-stream `event: error` naming the same code.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use citadel_core::{ApiError, ErrorCode};
-use citadel_privacy::openai::{finished_choices, for_each_answer_text};
+use citadel_privacy::openai::{drop_logprobs, finished_choices, for_each_answer_text, Slot};
 use citadel_privacy::{PseudonymMap, Redactor, Scanner, StreamRedactor, StreamReidentifier, Tally};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -108,7 +108,10 @@ pub(crate) async fn inspect_answer(
     let mut reidentified = 0;
     let mut own = PseudonymMap::default();
     let mut captured = Vec::new();
-    for_each_answer_text(&mut json, &mut |_, text| {
+    if redactor.is_some() {
+        drop_logprobs(&mut json);
+    }
+    for_each_answer_text(&mut json, &mut |_, _, text| {
         let redacted = match &redactor {
             Some(r) => {
                 let found = scanner.scan(text);
@@ -188,7 +191,9 @@ struct SseInspectBody {
     captured: Vec<String>,
     buffer: BytesMut,
     out: VecDeque<Bytes>,
-    choices: BTreeMap<u64, ChoiceStream>,
+    /// One stream per choice and slot (content, refusal, a tool call's
+    /// arguments, …).
+    choices: BTreeMap<(u64, Slot), ChoiceStream>,
     /// Pseudonyms made for values the answer itself carries (never given back).
     own: PseudonymMap,
     /// The last chunk seen, as the shape for chunks Citadel adds.
@@ -230,21 +235,21 @@ impl SseInspectBody {
         }
     }
 
-    fn choice(&mut self, index: u64) -> &mut ChoiceStream {
+    fn choice(&mut self, key: (u64, Slot)) -> &mut ChoiceStream {
         let (scanner, redactor, hold) = (self.scanner.clone(), self.redactor.clone(), self.hold);
-        self.choices.entry(index).or_insert_with(|| ChoiceStream {
+        self.choices.entry(key).or_insert_with(|| ChoiceStream {
             redactor: redactor.map(|r| StreamRedactor::new(scanner, r, hold)),
             reidentifier: StreamReidentifier::default(),
             captured: String::new(),
         })
     }
 
-    /// Redacts one piece of choice `index`'s text.
-    fn pass(&mut self, index: u64, text: &str) -> String {
+    /// Redacts one piece of a choice's text.
+    fn pass(&mut self, key: (u64, Slot), text: &str) -> String {
         let pseudonyms = self.pseudonyms.clone();
         let mut own = std::mem::take(&mut self.own);
         let capturing = self.capture.is_some();
-        let c = self.choice(index);
+        let c = self.choice(key);
         let redacted = match &mut c.redactor {
             Some(r) => r.push(text, &mut own),
             None => text.to_owned(),
@@ -257,11 +262,11 @@ impl SseInspectBody {
         out
     }
 
-    /// Everything choice `index` still holds.
-    fn flush(&mut self, index: u64) -> String {
+    /// Everything a choice's slot still holds.
+    fn flush(&mut self, key: &(u64, Slot)) -> String {
         let pseudonyms = self.pseudonyms.clone();
         let mut own = std::mem::take(&mut self.own);
-        let Some(c) = self.choices.get_mut(&index) else {
+        let Some(c) = self.choices.get_mut(key) else {
             self.own = own;
             return String::new();
         };
@@ -278,14 +283,23 @@ impl SseInspectBody {
         out
     }
 
-    /// A chunk in the stream's own shape carrying `text` for choice `index`.
-    fn synthesized(&self, index: u64, text: String) -> Option<Bytes> {
+    /// A chunk in the stream's own shape carrying `text` for a choice's slot.
+    fn synthesized(&self, key: &(u64, Slot), text: String) -> Option<Bytes> {
         let mut chunk = self.template.clone()?;
         let completion = chunk.get("object").and_then(Value::as_str) == Some("text_completion");
+        let index = key.0;
+        let delta = match &key.1 {
+            Slot::Content => json!({"content": text}),
+            Slot::Refusal => json!({"refusal": text}),
+            Slot::Reasoning => json!({"reasoning_content": text}),
+            Slot::ToolArguments(tool) => {
+                json!({"tool_calls": [{"index": tool, "function": {"arguments": text}}]})
+            }
+        };
         let choice = if completion {
             json!({"index": index, "text": text, "finish_reason": null})
         } else {
-            json!({"index": index, "delta": {"content": text}, "finish_reason": null})
+            json!({"index": index, "delta": delta, "finish_reason": null})
         };
         chunk["choices"] = json!([choice]);
         if let Some(obj) = chunk.as_object_mut() {
@@ -296,11 +310,11 @@ impl SseInspectBody {
 
     /// Releases what every choice holds, as chunks of their own.
     fn flush_all(&mut self) {
-        let indexes: Vec<u64> = self.choices.keys().copied().collect();
-        for index in indexes {
-            let text = self.flush(index);
+        let keys: Vec<(u64, Slot)> = self.choices.keys().cloned().collect();
+        for key in keys {
+            let text = self.flush(&key);
             if !text.is_empty() {
-                if let Some(event) = self.synthesized(index, text) {
+                if let Some(event) = self.synthesized(&key, text) {
                     self.out.push_back(event);
                 }
             }
@@ -363,37 +377,49 @@ impl SseInspectBody {
             self.out.push_back(Bytes::from(format!("{raw}\n\n")));
             return;
         }
-        let finished = finished_choices(&chunk);
-        let mut texts: Vec<(u64, String)> = Vec::new();
-        for_each_answer_text(&mut chunk, &mut |index, text| {
-            texts.push((index, std::mem::take(text)));
-        });
-        let mut outputs: HashMap<u64, String> = HashMap::new();
-        for (index, text) in texts {
-            let out = self.pass(index, &text);
-            outputs.entry(index).or_default().push_str(&out);
+        if self.redactor.is_some() {
+            drop_logprobs(&mut chunk);
         }
-        let mut carried: Vec<u64> = Vec::new();
+        let finished = finished_choices(&chunk);
+        // Each text of the chunk, in order, and what goes out in its place.
+        let mut texts: Vec<((u64, Slot), String)> = Vec::new();
+        for_each_answer_text(&mut chunk, &mut |index, slot, text| {
+            texts.push(((index, slot), std::mem::take(text)));
+        });
+        let mut outputs: Vec<String> = Vec::with_capacity(texts.len());
+        for (key, text) in &texts {
+            outputs.push(self.pass(key.clone(), text));
+        }
         for index in &finished {
-            let rest = self.flush(*index);
-            if let Some(out) = outputs.get_mut(index) {
-                out.push_str(&rest);
-                carried.push(*index);
-            } else if !rest.is_empty() {
-                self.template.get_or_insert_with(|| chunk.clone());
-                if let Some(event) = self.synthesized(*index, rest) {
-                    self.out.push_back(event);
+            let keys: Vec<(u64, Slot)> = self
+                .choices
+                .keys()
+                .filter(|k| k.0 == *index)
+                .cloned()
+                .collect();
+            for key in keys {
+                let rest = self.flush(&key);
+                match texts.iter().rposition(|(k, _)| *k == key) {
+                    Some(at) => outputs[at].push_str(&rest),
+                    None if !rest.is_empty() => {
+                        self.template.get_or_insert_with(|| chunk.clone());
+                        if let Some(event) = self.synthesized(&key, rest) {
+                            self.out.push_back(event);
+                        }
+                    }
+                    None => {}
+                }
+                if let Some(c) = self.choices.remove(&key) {
+                    self.finished_tally.merge(&c.tally());
+                    self.reidentified += c.reidentifier.replaced;
+                    self.captured.push(c.captured);
                 }
             }
-            if let Some(c) = self.choices.remove(index) {
-                self.finished_tally.merge(&c.tally());
-                self.reidentified += c.reidentifier.replaced;
-                self.captured.push(c.captured);
-            }
         }
-        for_each_answer_text(&mut chunk, &mut |index, text| {
-            if let Some(out) = outputs.get_mut(&index) {
-                *text = std::mem::take(out);
+        let mut next = outputs.into_iter();
+        for_each_answer_text(&mut chunk, &mut |_, _, text| {
+            if let Some(out) = next.next() {
+                *text = out;
             }
         });
         self.template = Some(chunk.clone());

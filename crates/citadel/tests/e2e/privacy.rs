@@ -62,6 +62,9 @@ impl ModelServer {
                 .unwrap_or_default()
                 .to_owned(),
         };
+        if model == "tooly" {
+            return tool_call_answer(&model, body["stream"].as_bool() == Some(true));
+        }
         if body["stream"].as_bool() != Some(true) {
             return Json(json!({
                 "object": "chat.completion",
@@ -104,6 +107,40 @@ impl ModelServer {
     }
 }
 
+/// An answer that calls a tool with the e-mail address as an argument
+/// (and, unstreamed, token log-probabilities that spell it out).
+fn tool_call_answer(model: &str, stream: bool) -> Response {
+    let args = format!("{{\"to\": \"{EMAIL}\", \"body\": \"hi\"}}");
+    if !stream {
+        return Json(json!({
+            "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": null,
+                    "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                        "function": {"name": "send_mail", "arguments": args}}]},
+                "logprobs": {"content": [{"token": "alice", "logprob": -0.1}]}}],
+        }))
+        .into_response();
+    }
+    let mut events = Vec::new();
+    for piece in args.as_bytes().chunks(3) {
+        let piece = String::from_utf8_lossy(piece);
+        let chunk = json!({"object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "finish_reason": null,
+                "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}}]});
+        events.push(Ok::<_, std::io::Error>(Bytes::from(format!(
+            "data: {chunk}\n\n"
+        ))));
+    }
+    let end = json!({"object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+    events.push(Ok(Bytes::from(format!("data: {end}\n\ndata: [DONE]\n\n"))));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures_util::stream::iter(events)))
+        .unwrap()
+}
+
 fn config(addr: SocketAddr, privacy: &str) -> String {
     format!(
         r#"
@@ -111,7 +148,7 @@ fn config(addr: SocketAddr, privacy: &str) -> String {
 name = "local"
 url = "http://{addr}"
 kind = "openai"
-models = ["echo", "leaky", "broken"]
+models = ["echo", "leaky", "broken", "tooly"]
 placement = "on_prem"
 
 [[upstream]]
@@ -804,4 +841,41 @@ async fn the_subject_header_stays_with_citadel_and_inspected_answers_come_uncomp
     )
     .unwrap_err();
     assert!(err.reason.contains("remove prefix"), "{err:?}");
+}
+
+#[tokio::test]
+async fn tool_call_arguments_are_redacted_and_log_probabilities_dropped() {
+    let server = ModelServer::default();
+    let addr = server.start().await;
+    let c = Citadel::start(&config(addr, "[privacy]\nredact = \"mask\"")).await;
+    let (_, key) = c.key("developer", json!({})).await;
+    let r = c.chat(&key, user("tooly", "mail it", false)).await;
+    let v: Value = r.json().await.unwrap();
+    let args = v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert_eq!(args, "{\"to\": \"<EMAIL_ADDRESS>\", \"body\": \"hi\"}");
+    assert!(v["choices"][0].get("logprobs").is_none(), "{v}");
+
+    // Streamed, the arguments arrive in 3-byte pieces.
+    let r = c.chat(&key, user("tooly", "mail it", true)).await;
+    let raw = r.text().await.unwrap();
+    assert!(!raw.contains("alice"), "{raw}");
+    let mut args = String::new();
+    for event in raw.split("\n\n") {
+        let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        if let Some(piece) =
+            chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+        {
+            args.push_str(piece);
+        }
+    }
+    assert_eq!(args, "{\"to\": \"<EMAIL_ADDRESS>\", \"body\": \"hi\"}");
+    assert!(raw.contains("[DONE]"));
+    c.stop().await;
 }
